@@ -1,0 +1,253 @@
+"""MViTv2 backbone (Li et al., "MViTv2", CVPR 2022) truncated to IFDD's XS stack, and the stage-2/3 pyramid fusion.
+
+Written from the papers' maths (``ifdd-spec.md`` §1): pooling attention with residual pooling, decomposed relative
+position embeddings, a class token kept out of pooling and of the residual, projection after attention when the
+width changes, row-mode stochastic depth growing linearly over the blocks.
+
+Data flow for the XS preset::
+
+    (B, 3, 16, 224, 224) -stem-> (B, 96, 8, 56, 56) -> tokens (B, 1 + 8·56·56, 96)
+      -> stage 0 [1 block] -> stage 1 [2] -> stage 2 [5] (B, 1 + 8·14·14, 384) -> stage 3 [2] + LayerNorm
+      -> PyramidFusion(stage 2, stage 3) -> (B, 768, 8, 7, 7)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ifdd.config import ModelConfig
+
+THW = tuple[int, int, int]
+
+
+class DropPath(nn.Module):
+    """Row-mode stochastic depth: each sample's whole branch is zeroed with probability p, else scaled by 1/(1-p)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, dim_out: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _pooled_size(n: int, kernel: int, stride: int) -> int:
+    return (n + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+class TokenPool(nn.Module):
+    """Depthwise Conv3d pooling of per-head tokens, class token passed through, then LayerNorm over head_dim."""
+
+    def __init__(self, head_dim: int, kernel: int, stride: THW):
+        super().__init__()
+        self.conv = nn.Conv3d(head_dim, head_dim, kernel, stride=stride, padding=kernel // 2, groups=head_dim,
+                              bias=False)
+        self.norm = nn.LayerNorm(head_dim, eps=1e-6)
+
+    def forward(self, x: torch.Tensor, thw: THW) -> tuple[torch.Tensor, THW]:
+        # x: (B, heads, 1 + T*H*W, d)
+        b, h, _, d = x.shape
+        cls, grid = x[:, :, :1], x[:, :, 1:]
+        grid = grid.reshape(b * h, *thw, d).permute(0, 4, 1, 2, 3)  # (B*heads, d, T, H, W)
+        grid = self.conv(grid)
+        new_thw = tuple(grid.shape[2:])
+        grid = grid.flatten(2).transpose(1, 2).reshape(b, h, -1, d)
+        return self.norm(torch.cat([cls, grid], dim=2)), new_thw
+
+
+def _rel_index(q_size: int, k_size: int, device: torch.device) -> torch.Tensor:
+    """Index into a relative-position table for every (query, key) coordinate pair along one axis.
+
+    Coordinates are rescaled to the finer of the two grids so that pooled queries/keys measure distance in the
+    same units (MViTv2 eq. 4); the offset makes every index non-negative.
+    """
+    q_ratio = max(k_size / q_size, 1.0)
+    k_ratio = max(q_size / k_size, 1.0)
+    q = torch.arange(q_size, device=device)[:, None] * q_ratio
+    k = torch.arange(k_size, device=device)[None, :] * k_ratio
+    return (q - k + (k_size - 1) * k_ratio).long()
+
+
+class PoolingAttention(nn.Module):
+    """Multi-head pooling attention with decomposed relative positions and residual pooling.
+
+    logits = (q·s)kᵀ + E_rel with E_rel(i, j) = q_i·(R_t[t_i, t_j] + R_h[h_i, h_j] + R_w[w_i, w_j]); the output adds
+    the pooled query back (residual pooling) on all tokens but the class token.
+    """
+
+    def __init__(self, dim: int, dim_out: int, heads: int, input_thw: THW, stride_q: THW, stride_kv: THW,
+                 kernel: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim_out // heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * dim_out)
+        self.proj = nn.Linear(dim_out, dim_out)
+        self.pool_q = TokenPool(self.head_dim, kernel, stride_q)
+        self.pool_k = TokenPool(self.head_dim, kernel, stride_kv)
+        self.pool_v = TokenPool(self.head_dim, kernel, stride_kv)
+        t, hgt, wid = input_thw
+        size = max(hgt, wid)
+        span = 2 * max(size // stride_q[1], size // stride_kv[1]) - 1
+        self.rel_pos_h = nn.Parameter(torch.zeros(span, self.head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(span, self.head_dim))
+        self.rel_pos_t = nn.Parameter(torch.zeros(2 * t - 1, self.head_dim))
+
+    def _rel_bias(self, q: torch.Tensor, q_thw: THW, k_thw: THW) -> torch.Tensor:
+        b, h, _, d = q.shape
+        (qt, qh, qw), (kt, kh, kw) = q_thw, k_thw
+        r_q = q[:, :, 1:].reshape(b, h, qt, qh, qw, d)
+        rt = self.rel_pos_t[_rel_index(qt, kt, q.device)]  # (qt, kt, d)
+        rh = self.rel_pos_h[_rel_index(qh, kh, q.device)]  # (qh, kh, d)
+        rw = self.rel_pos_w[_rel_index(qw, kw, q.device)]  # (qw, kw, d)
+        bt = torch.einsum("bnthwd,tkd->bnthwk", r_q, rt)
+        bh = torch.einsum("bnthwd,hkd->bnthwk", r_q, rh)
+        bw = torch.einsum("bnthwd,wkd->bnthwk", r_q, rw)
+        # (B, heads, qt, qh, qw, kt, kh, kw) -> (B, heads, Nq, Nk) over the non-class tokens
+        bias = bt[..., :, None, None] + bh[..., None, :, None] + bw[..., None, None, :]
+        return bias.reshape(b, h, qt * qh * qw, kt * kh * kw)
+
+    def forward(self, x: torch.Tensor, thw: THW) -> tuple[torch.Tensor, THW]:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, heads, N, d)
+        q, q_thw = self.pool_q(q, thw)
+        k, k_thw = self.pool_k(k, thw)
+        v, _ = self.pool_v(v, thw)
+        logits = (q * self.scale) @ k.transpose(-2, -1)
+        bias = F.pad(self._rel_bias(q, q_thw, k_thw), (1, 0, 1, 0))  # no relative term for the class token
+        out = (logits + bias).softmax(dim=-1) @ v
+        out = out + F.pad(q[:, :, 1:], (0, 0, 1, 0))  # residual pooling, class token excluded
+        out = out.transpose(1, 2).reshape(b, -1, self.heads * self.head_dim)
+        return self.proj(out), q_thw
+
+
+class MViTBlock(nn.Module):
+    """Pre-norm block: x + attn(norm1 x) with a pooled (and, on width change, projected) skip; then x + mlp(norm2 x)."""
+
+    def __init__(self, dim: int, dim_out: int, heads: int, input_thw: THW, stride_q: THW, stride_kv: THW,
+                 kernel: int, mlp_ratio: float, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = PoolingAttention(dim, dim_out, heads, input_thw, stride_q, stride_kv, kernel)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
+        self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), dim_out)
+        self.proj = nn.Linear(dim, dim_out) if dim != dim_out else None
+        self.skip_pool = None
+        if max(stride_q) > 1:
+            k = tuple(s + 1 if s > 1 else 1 for s in stride_q)
+            self.skip_pool = nn.MaxPool3d(k, stride_q, tuple(i // 2 for i in k))
+
+    def _pool_skip(self, x: torch.Tensor, thw: THW) -> torch.Tensor:
+        if self.skip_pool is None:
+            return x
+        b, _, c = x.shape
+        grid = x[:, 1:].transpose(1, 2).reshape(b, c, *thw)
+        grid = self.skip_pool(grid).flatten(2).transpose(1, 2)
+        return torch.cat([x[:, :1], grid], dim=1)
+
+    def forward(self, x: torch.Tensor, thw: THW) -> tuple[torch.Tensor, THW]:
+        xn = self.norm1(x)
+        attn, new_thw = self.attn(xn, thw)
+        skip = self.proj(xn) if self.proj is not None else x
+        x = self._pool_skip(skip, thw) + self.drop_path(attn)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, new_thw
+
+
+class MViTBackbone(nn.Module):
+    """Stem + class token + 4-stage MViTv2 stack. ``forward`` returns every stage's tokens (class token first)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.stem = nn.Conv3d(cfg.in_chans, cfg.embed_dim, (3, 7, 7), stride=(2, 4, 4), padding=(1, 3, 3))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        thw = (cfg.temporal_slots, cfg.image_size // 4, cfg.image_size // 4)
+        total = sum(cfg.stage_depths)
+        kv, idx = cfg.kv_stride, 0
+        self.blocks = nn.ModuleList()
+        self.stage_ends: list[int] = []  # index of the last block of each stage
+        for stage, depth in enumerate(cfg.stage_depths):
+            for j in range(depth):
+                first = j == 0 and stage > 0
+                stride_q = (1, 2, 2) if first else (1, 1, 1)
+                if first:
+                    kv = max(kv // 2, 1)
+                dim_in = cfg.stage_dim(stage - 1) if first else cfg.stage_dim(stage)
+                self.blocks.append(MViTBlock(
+                    dim_in, cfg.stage_dim(stage), cfg.stage_heads(stage), thw, stride_q, (1, kv, kv),
+                    cfg.pool_kernel, cfg.mlp_ratio, cfg.drop_path * idx / max(total - 1, 1)))
+                thw = (thw[0], _pooled_size(thw[1], cfg.pool_kernel, stride_q[1]),
+                       _pooled_size(thw[2], cfg.pool_kernel, stride_q[2]))
+                idx += 1
+            self.stage_ends.append(idx - 1)
+        self.norm = nn.LayerNorm(cfg.top_dim, eps=1e-6)
+
+    def forward(self, video: torch.Tensor) -> list[tuple[torch.Tensor, THW]]:
+        """(B, C, T, H, W) -> per stage (tokens (B, 1 + T'·H'·W', C_s), (T', H', W')); stage 3 is normalised."""
+        x = self.stem(video)  # (B, embed, T/2, H/4, W/4)
+        thw = tuple(x.shape[2:])
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
+        stages = []
+        for i, block in enumerate(self.blocks):
+            x, thw = block(x, thw)
+            if i in self.stage_ends:
+                stages.append((x, thw))
+        stages[-1] = (self.norm(stages[-1][0]), stages[-1][1])
+        return stages
+
+
+class PyramidFusion(nn.Module):
+    """Fuse stage 2 into stage 3 per frame: dilated stride-2 conv on stage 2, concat, 1×1 conv (no temporal mixing)."""
+
+    def __init__(self, dim2: int, dim3: int):
+        super().__init__()
+        self.down = nn.Conv2d(dim2, dim2, 3, stride=2, padding=2, dilation=2, bias=False)
+        self.fuse = nn.Conv2d(dim2 + dim3, dim3, 1, bias=False)
+
+    @staticmethod
+    def _frames(tokens: torch.Tensor, thw: THW) -> torch.Tensor:
+        # (B, 1 + T·H·W, C) -> (B·T, C, H, W), class token dropped
+        b, _, c = tokens.shape
+        t, h, w = thw
+        return tokens[:, 1:].reshape(b, t, h, w, c).permute(0, 1, 4, 2, 3).reshape(b * t, c, h, w)
+
+    def forward(self, s2: tuple[torch.Tensor, THW], s3: tuple[torch.Tensor, THW]) -> torch.Tensor:
+        b, t = s3[0].shape[0], s3[1][0]
+        x = torch.cat([self.down(self._frames(*s2)), self._frames(*s3)], dim=1)
+        x = self.fuse(x)  # (B·T, C3, H3, W3)
+        return x.reshape(b, t, *x.shape[1:]).transpose(1, 2)  # (B, C3, T, H3, W3)
+
+
+def init_weights(module: nn.Module) -> None:
+    """MViT-style init: truncated-normal(0.02) linear weights, zero biases, unit LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, PoolingAttention):
+            for p in (m.rel_pos_h, m.rel_pos_w, m.rel_pos_t):
+                nn.init.trunc_normal_(p, std=0.02)
+        elif isinstance(m, MViTBackbone):
+            nn.init.trunc_normal_(m.cls_token, std=0.02)

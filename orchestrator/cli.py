@@ -1,0 +1,53 @@
+"""The ``ifdd`` command.
+
+Contract (design.md): exit 0 on success; exit 2 with a one-line ``error: …`` on stderr, naming the file/field and
+what is wrong, on bad input. Every subcommand has ``--help``. Subcommands are registered by the modules in
+``orchestrator/commands``; a command that is not built yet is absent rather than a placeholder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from orchestrator.commands import model as model_cmd
+from orchestrator.env import no_calls_home
+
+COMMAND_GROUPS = [model_cmd]
+
+
+class UsageError(Exception):
+    """Bad input detected by a command; printed as ``error: …`` with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ifdd",
+        description="Distributed hyperparameter search and nested cross-validation for IFDD on DFEW.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    no_calls_home()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
