@@ -9,6 +9,9 @@ Base positions for k static slots and T−k dynamic slots (the even/odd lazy spl
 
     static  p_i = i · T/k              i = 0..k−1        (T=8, k=4: 0, 2, 4, 6)
     dynamic q_j = (j+1) · T/(T−k) − 1  j = 0..T−k−1      (T=8, k=4: 1, 3, 5, 7)
+
+Positions are clamped to [0, T−1] (the reference's border padding), so an offset that points past an edge carries
+no gradient for that sample.
 """
 
 from __future__ import annotations
