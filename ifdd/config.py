@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ModelConfig", "LossConfig", "PRESETS", "model_preset", "slot_plan", "from_dict", "to_dict"]
+__all__ = ["ModelConfig", "LossConfig", "OptimConfig", "PRESETS", "model_preset", "slot_plan", "from_dict", "to_dict"]
 
 
 def _round_half_up(x: float) -> int:
@@ -286,3 +286,60 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return value
     return value
 
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW + warmup/cosine schedule (``ifdd-spec.md`` §5.1). Used by ``ifdd.engine``.
+
+    The effective base lr is ``lr * global_batch / 32`` when ``lr_scale_batch`` is on (the reference's rule: lr 1e-4
+    at batch 16 trains at 5e-5), else ``lr`` as given.
+    """
+
+    lr: float = 1e-4
+    """Base learning rate per 32 clips (see ``lr_scale_batch``)."""
+    lr_scale_batch: bool = True
+    """Scale ``lr`` linearly with the global batch: effective lr = lr * global_batch / 32 (the reference). Off: the
+    effective lr is ``lr`` whatever the batch."""
+    weight_decay: float = 1e-3
+    """AdamW decoupled weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    decay_norm_bias: bool = True
+    """Apply weight decay to every parameter, in one group (the reference). False: biases, norm weights, the class
+    token and relative-position tables go to a second group with no decay."""
+    warmup_epochs: int = 10
+    """Epochs of warmup before the cosine decay (0: none). Must be below the run's epoch count."""
+    min_lr_ratio: float = 0.01
+    """End of the cosine as a fraction of the effective base lr (reference: 1 %)."""
+    warmup_mode: Literal["linear", "reference"] = "linear"
+    """``linear``: per-step ramp from ~0 to the base lr, then per-step cosine. ``reference``: the reference repo's
+    per-epoch schedule with its quirk: warmup ramps from 1e-6 to a target computed from hard-coded defaults
+    (lr 1e-4, end 1e-6, offset 1 epoch; ≈8.8e-5 at epoch 9 for 100/10 epochs), then drops to the base lr when the
+    cosine starts."""
+    grad_clip: float = 0.0
+    """Max global gradient L2 norm; 0 turns clipping off (the reference)."""
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision on CUDA (autocast; ``fp16`` adds a GradScaler). Ignored on CPU."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr: must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas: need two values in [0, 1), got {list(self.betas)}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs: must be >= 0, got {self.warmup_epochs}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+        if self.warmup_mode not in ("linear", "reference"):
+            raise ValueError(f"warmup_mode: must be 'linear' or 'reference', got {self.warmup_mode!r}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(f"grad_clip: must be >= 0 (0 = off), got {self.grad_clip}")
+        if self.amp not in ("off", "bf16", "fp16"):
+            raise ValueError(f"amp: must be 'off', 'bf16' or 'fp16', got {self.amp!r}")
+
+    def effective_lr(self, global_batch: int) -> float:
+        """Base lr actually used for ``global_batch`` clips per optimizer step."""
+        if global_batch < 1:
+            raise ValueError(f"global_batch: must be >= 1, got {global_batch}")
+        return self.lr * global_batch / 32 if self.lr_scale_batch else self.lr

@@ -1,0 +1,136 @@
+"""Checkpoint files and RNG state for resumable training; plain PyTorch, no Ray.
+
+``save_checkpoint`` writes atomically (temp file in the same directory, fsync, ``os.replace``) with a SHA-256
+sidecar; ``load_checkpoint`` verifies it and loads with ``weights_only=True``, so a checkpoint holds only tensors,
+primitives and dicts/lists of them. ``capture_rng_state`` packs every generator's state in that form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing its checksum, is corrupt, or holds objects ``weights_only`` refuses."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_temp(directory: Path, name: str, write: Callable[[Any], Any]) -> Path:
+    """Write a hidden temp file next to the target and fsync it; removed again if writing fails."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every platform/filesystem
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> str:
+    """Write ``state`` to ``path`` atomically, with its SHA-256 in ``<path>.sha256``; returns the digest.
+
+    ``state`` must hold only tensors, numbers, strings, None and dicts/lists of them (``torch.load`` reads it back
+    with ``weights_only=True``): configs as plain dicts, RNG states from ``capture_rng_state``. Both files are
+    written to temp files in the same directory, fsynced, then renamed over the old ones, so a crash while writing
+    leaves the previous checkpoint intact. (A crash between the two renames leaves a checksum mismatch, which
+    ``load_checkpoint`` reports rather than loading a half-known file.)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = path.with_name(path.name + ".sha256")
+    temps: list[Path] = []
+    try:
+        temps.append(_write_temp(path.parent, path.name, lambda f: torch.save(state, f)))
+        digest = _sha256(temps[0])
+        temps.append(_write_temp(path.parent, sidecar.name, lambda f: f.write(f"{digest}  {path.name}\n".encode())))
+        os.replace(temps[0], path)
+        os.replace(temps[1], sidecar)
+    finally:
+        for tmp in temps:  # only left over if something above failed
+            tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return digest
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Verify ``path`` against ``<path>.sha256`` and load it with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        CheckpointError: the checksum file is missing, the digest differs (corrupt or partly written), or the file
+            holds objects that ``weights_only`` loading refuses.
+    """
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".sha256")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
+    if not sidecar.is_file():
+        raise CheckpointError(f"checkpoint {path}: checksum file {sidecar.name} is missing")
+    recorded = (sidecar.read_text().split() or [""])[0]
+    actual = _sha256(path)
+    if actual != recorded:
+        raise CheckpointError(f"checkpoint {path}: SHA-256 mismatch (file {actual[:16]}…, recorded "
+                              f"{recorded[:16] or 'nothing'}…); the file is corrupt or was partly written")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path}: cannot be loaded with weights_only=True: {e}") from e
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and (if present) CUDA generator states, as tensors and primitives only."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state(legacy=True)
+    return {
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of ``capture_rng_state``. CUDA states are restored only when CUDA is available (device count may
+    differ from the run that saved them: the common prefix is restored)."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state((npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state.get("cuda"):
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
