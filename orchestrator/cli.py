@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from orchestrator.commands import data as data_cmd
 from orchestrator.commands import model as model_cmd
 from orchestrator.env import no_calls_home
 
-COMMAND_GROUPS = [model_cmd]
+COMMAND_GROUPS = [model_cmd, data_cmd]
 
 
 class UsageError(Exception):

@@ -1,0 +1,86 @@
+"""Data-path throughput on one core: clips/s for mp4 decode, JPEG frame folders and the Arrow cache.
+
+Prints one JSON object. A synthetic DFEW tree is written to a temp folder with 16-frame clips at 224² (the size of
+the release's ``clip_224x224_16f`` frames) as both JPEG folders and mp4s, indexed twice (``--media frames16`` and
+``--media mp4``), and cached at each output size. Each measurement reads ``ClipDataset`` samples one after another
+in this process (``torch.set_num_threads(1)``: clips/s per core), for output sizes 64² and 224², with the eval
+transform (resize only) and with training augmentation (flip, RandomResizedCrop, colour jitter). Ratios are
+against the JPEG path at the same size and augmentation. The cache is read with a warm page cache.
+
+    python bench/data.py [--clips-per-class 4] [--seconds 2.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ifdd.data.cache import write_cache
+from ifdd.data.dataset import ClipDataset
+from ifdd.data.manifest import build_manifest, write_manifest
+from ifdd.data.synth import write_synthetic
+
+SOURCE_SIZE, FRAMES = 224, 16
+
+
+def clips_per_s(ds: ClipDataset, seconds: float) -> float:
+    ds[0]  # warm-up: opens the cache mapping, first-call overheads
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        ds[n % len(ds)]
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips-per-class", type=int, default=4, help="synthetic clips per class (min 5 per class)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    results, setup = [], {}
+    with tempfile.TemporaryDirectory(prefix="ifdd-bench-data-") as tmp:
+        root = Path(tmp) / "dfew"
+        t0 = time.perf_counter()
+        rec = write_synthetic(root, clips_per_class=args.clips_per_class, min_per_class=5, frames=FRAMES,
+                              size=SOURCE_SIZE, fmt="both", workers=1)
+        setup["synth_s"] = round(time.perf_counter() - t0, 2)
+        manifests = {}
+        for media, kind in (("frames16", "jpeg"), ("mp4", "mp4")):
+            t0 = time.perf_counter()
+            df = build_manifest(root, media=media, workers=1)
+            setup[f"index_{kind}_s"] = round(time.perf_counter() - t0, 2)
+            write_manifest(df, Path(tmp) / f"{kind}.parquet")
+            manifests[kind] = df
+        for size in (64, 224):
+            t0 = time.perf_counter()
+            write_cache(manifests["jpeg"], Path(tmp) / f"cache{size}", size=size, frames=FRAMES, workers=1)
+            setup[f"cache_{size}_write_s"] = round(time.perf_counter() - t0, 2)
+            for augment in (False, True):
+                row: dict[str, object] = {"size": size, "augment": augment}
+                for path in ("mp4", "jpeg", "cache"):
+                    df = manifests["mp4" if path == "mp4" else "jpeg"]
+                    cache = Path(tmp) / f"cache{size}" if path == "cache" else None
+                    ds = ClipDataset(df, 1, "trainval", frames=FRAMES, size=size, train=augment, augment=augment,
+                                     cache_dir=cache)
+                    row[f"{path}_clips_per_s"] = round(clips_per_s(ds, args.seconds), 1)
+                for path in ("mp4", "cache"):
+                    row[f"{path}_vs_jpeg"] = round(row[f"{path}_clips_per_s"] / row["jpeg_clips_per_s"], 2)
+                results.append(row)
+    print(json.dumps({
+        "bench": "data", "torch_threads": 1, "python": platform.python_version(), "torch": torch.__version__,
+        "machine": platform.machine(), "source": f"synthetic, {rec['clips']} clips, {FRAMES} frames at "
+                                                 f"{SOURCE_SIZE}² (JPEG q95 folders + H.264 mp4, GOP {FRAMES})",
+        "setup_seconds": setup, "results": results,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
