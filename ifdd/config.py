@@ -58,6 +58,10 @@ class ModelConfig:
     image_size: int = 224
     """Square input side; the stem divides it by 4 and each later stage by 2."""
     in_chans: int = 3
+    input_norm: Literal["kinetics", "none"] = "kinetics"
+    """``kinetics``: the model standardises its [0, 1] input with the Kinetics mean/std (0.45, 0.225) per channel
+    before the stem. ``none``: raw [0, 1] input, as the reference repo does (measured here: the tiny preset
+    trained from scratch on the synthetic set stays at chance without it, and learns with it)."""
     embed_dim: int = 96
     """Channels after the stem (stage 0). Each later stage doubles the width."""
     num_heads: int = 1
@@ -122,6 +126,8 @@ class ModelConfig:
             raise ValueError(f"split_ratio: must be in (0, 1), got {self.split_ratio}")
         if self.issm_receptive_field <= 0:
             raise ValueError(f"issm_receptive_field: must be > 0, got {self.issm_receptive_field}")
+        if self.input_norm not in ("kinetics", "none"):
+            raise ValueError(f"input_norm: must be 'kinetics' or 'none', got {self.input_norm!r}")
         if self.issm_positions not in ("exact", "reference"):
             raise ValueError(f"issm_positions: must be 'exact' or 'reference', got {self.issm_positions!r}")
         top = self.top_dim

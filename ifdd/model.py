@@ -21,6 +21,9 @@ from ifdd.head import Head
 from ifdd.issm import ISSM
 from ifdd.ladm import LADM
 
+KINETICS_MEAN, KINETICS_STD = 0.45, 0.225
+"""Per-channel input statistics of Kinetics as used by the MViT family (``ModelConfig.input_norm``)."""
+
 
 class IFDD(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -30,6 +33,11 @@ class IFDD(nn.Module):
         self.fusion = PyramidFusion(cfg.stage_dim(2), cfg.stage_dim(3))
         self.lifting = LADM(cfg) if (cfg.use_issm or cfg.use_ladm) else None
         self.head = Head(cfg.top_dim, cfg.num_classes, cfg.head_dropout)
+        norm = cfg.input_norm == "kinetics"
+        self.register_buffer("input_mean", torch.full((1, cfg.in_chans, 1, 1, 1), KINETICS_MEAN if norm else 0.0),
+                             persistent=False)
+        self.register_buffer("input_std", torch.full((1, cfg.in_chans, 1, 1, 1), KINETICS_STD if norm else 1.0),
+                             persistent=False)
         init_weights(self.backbone)
         if self.lifting is not None:
             init_weights(self.lifting)
@@ -38,14 +46,14 @@ class IFDD(nn.Module):
                     m.reset_offsets()
 
     def forward_features(self, video: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        stages = self.backbone(video)
+        stages = self.backbone((video - self.input_mean) / self.input_std)
         fused = self.fusion(stages[2], stages[3])  # (B, C, T', H', W')
         if self.lifting is None:
             return fused.mean(dim=(2, 3, 4)), []
         return self.lifting(fused)
 
     def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """video: (B, 3, T, H, W) float in [0, 1]."""
+        """video: (B, 3, T, H, W) float in [0, 1] (standardised inside when ``input_norm`` is ``kinetics``)."""
         feature, gc_maps = self.forward_features(video)
         return {"logits": self.head(feature), "feature": feature, "gc_maps": gc_maps}
 

@@ -170,3 +170,13 @@ def test_predict_first_order_and_reference_quirks_build():
                        value_residual=False)
     out = build_model(cfg).train()(tiny_clip())
     assert out["logits"].shape == (2, 7)
+
+
+def test_input_norm_standardises_inside_the_model():
+    torch.manual_seed(0)
+    raw = build_model(model_preset("tiny", input_norm="none")).eval()
+    norm = build_model(model_preset("tiny")).eval()
+    norm.load_state_dict(raw.state_dict())  # the statistics are buffers outside the state dict
+    x = torch.rand(2, 3, 16, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(norm(x)["logits"], raw((x - 0.45) / 0.225)["logits"], atol=1e-6)
