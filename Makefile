@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ifdd model info --preset xs
 	$(VENV)/bin/ifdd model info --preset tiny
+	$(VENV)/bin/ifdd train --config search_spaces/smoke.yaml --fold 1 --workers 2
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -26,6 +26,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/model.py
+	$(PY) bench/data.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

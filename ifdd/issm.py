@@ -40,7 +40,9 @@ def temporal_sample(x: torch.Tensor, pos: torch.Tensor, reference_grid: bool = F
     if reference_grid:
         pos = pos * (t / (t - 1)) - 0.5
     pos = pos.clamp(0, t - 1)
-    lo = pos.detach().floor().clamp(max=t - 2).long()  # (B, K)
+    # A NaN position (diverged weights) indexes frame 0 instead of crashing the gather; frac stays NaN, so the
+    # sample and then the loss turn NaN and training stops with that reason.
+    lo = pos.detach().nan_to_num(0.0).floor().clamp(0, t - 2).long()  # (B, K)
     frac = (pos - lo.to(pos.dtype))[:, None, :, None, None]  # gradient to the offsets flows through here
     flat = x.flatten(3)  # (B, C, T, H·W)
     idx = lo[:, None, :, None].expand(b, c, -1, h * w)

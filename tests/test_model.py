@@ -180,3 +180,10 @@ def test_input_norm_standardises_inside_the_model():
     x = torch.rand(2, 3, 16, 64, 64)
     with torch.no_grad():
         assert torch.allclose(norm(x)["logits"], raw((x - 0.45) / 0.225)["logits"], atol=1e-6)
+
+
+def test_nan_positions_give_nan_samples_not_an_index_error():
+    x = torch.rand(2, 4, 8, 3, 3)
+    out = temporal_sample(x, torch.tensor([[0.5, float("nan")], [float("inf"), 2.0]]))
+    assert out.shape == (2, 4, 2, 3, 3)
+    assert torch.isnan(out[0, :, 1]).all() and torch.isfinite(out[0, :, 0]).all()

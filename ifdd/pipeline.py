@@ -1,0 +1,81 @@
+"""Datasets and loaders for one (run config, fold), and the one-off evaluation of a chosen checkpoint.
+
+Roles per selection rule (design.md "Protocol"):
+
+- ``val`` (nested, default): train on inner-train, select on inner-val; the test split is only ever seen by
+  ``evaluate_checkpoint`` after selection.
+- ``test`` (paper parity): train on the official training split (inner-train ∪ inner-val) and select on the test
+  split itself: optimistic, labelled as such wherever reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ifdd.checkpoint import load_checkpoint
+from ifdd.data.dataset import ClipDataset
+from ifdd.data.manifest import class_counts, fold_split, load_manifest
+from ifdd.data.transforms import MixupCutmix
+from ifdd.engine import evaluate
+from ifdd.model import build_model
+from ifdd.runconfig import RunConfig
+
+ROLES = {"val": ("train", "val"), "test": ("trainval", "test")}
+
+
+@dataclass
+class SplitLoaders:
+    train: DataLoader
+    val: DataLoader
+    class_counts: list[int]
+    """Training clips per class (for the class-balanced loss)."""
+    batch_transform: Callable | None
+    """Mixup/CutMix on each training batch, or None."""
+
+
+def _dataset(cfg: RunConfig, df, fold: int, role: str, train: bool) -> ClipDataset:
+    return ClipDataset(df, fold, role, root=cfg.data.root, frames=cfg.model.num_frames, size=cfg.model.image_size,
+                       train=train, augment=cfg.data.augment, cache_dir=cfg.data.cache_dir)
+
+
+def build_split_loaders(cfg: RunConfig, fold: int, *, selection: str = "val", batch_size: int,
+                        eval_batch_size: int) -> SplitLoaders:
+    """Per-process loaders (a DistributedSampler is added by the caller when data-parallel)."""
+    if selection not in ROLES:
+        raise ValueError(f"selection: must be 'val' or 'test', got {selection!r}")
+    train_role, val_role = ROLES[selection]
+    df = load_manifest(cfg.data.manifest)
+    train_ds = _dataset(cfg, df, fold, train_role, train=True)
+    val_ds = _dataset(cfg, df, fold, val_role, train=False)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    workers = cfg.data.num_workers
+    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=len(train_ds) >= batch_size,
+                       num_workers=workers, generator=gen, persistent_workers=workers > 0)
+    val = DataLoader(val_ds, batch_size=eval_batch_size, shuffle=False, num_workers=workers)
+    mix = None
+    if cfg.data.mix_prob > 0 and (cfg.data.mixup_alpha > 0 or cfg.data.cutmix_alpha > 0):
+        mix = MixupCutmix(cfg.model.num_classes, mixup_alpha=cfg.data.mixup_alpha, cutmix_alpha=cfg.data.cutmix_alpha,
+                          prob=cfg.data.mix_prob, switch_prob=cfg.data.switch_prob,
+                          label_smoothing=cfg.loss.label_smoothing)
+    counts = class_counts(fold_split(df, fold, train_role), cfg.model.num_classes)
+    return SplitLoaders(train, val, counts, mix)
+
+
+def evaluate_checkpoint(path: str | Path, cfg: RunConfig, fold: int, *, role: str = "test",
+                        device: str | torch.device = "cpu", batch_size: int | None = None) -> dict[str, Any]:
+    """Load ``best.pt``-style weights and evaluate them once on ``role`` of ``fold`` (single process)."""
+    state = load_checkpoint(path)
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    model.to(device)
+    df = load_manifest(cfg.data.manifest)
+    loader = DataLoader(_dataset(cfg, df, fold, role, train=False),
+                        batch_size=batch_size or cfg.train.eval_batch_size, shuffle=False,
+                        num_workers=cfg.data.num_workers)
+    return evaluate(model, loader, device=device, num_classes=cfg.model.num_classes)

@@ -1,0 +1,24 @@
+"""Options and defaults shared by the `ifdd` subcommands (all project outputs live under ``runs/``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_STORAGE = "runs/ray"
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Ray storage_path for runs and checkpoints (default {DEFAULT_STORAGE}); shared storage "
+                        "(NFS, s3://…) on a multi-node cluster")
+
+
+def resolve_storage(args: argparse.Namespace) -> str:
+    """Absolute local path (Ray needs one), or a URI such as s3://… unchanged."""
+    s = args.storage
+    if "://" in s:
+        return s
+    path = Path(s).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)

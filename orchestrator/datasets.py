@@ -1,0 +1,35 @@
+"""The embedded default dataset: synthetic DFEW-format data under ``runs/``, created on first use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ifdd.runconfig import DEFAULT_SYNTHETIC_MANIFEST, RunConfig, with_overrides
+
+
+def ensure_dataset(cfg: RunConfig, *, quiet: bool = False) -> RunConfig:
+    """Return ``cfg`` with an absolute manifest path, creating the default synthetic set if it is the one missing.
+
+    Raises:
+        FileNotFoundError: any other missing manifest, with the command that creates it.
+    """
+    path = Path(cfg.data.manifest).expanduser()
+    absolute = path if path.is_absolute() else Path.cwd() / path
+    if not absolute.exists():
+        if Path(cfg.data.manifest) != Path(DEFAULT_SYNTHETIC_MANIFEST):
+            raise FileNotFoundError(f"{cfg.data.manifest}: manifest not found; index the dataset first with "
+                                    f"`ifdd data index --root <DFEW root> --out {cfg.data.manifest}`")
+        create_default_synthetic(absolute, quiet=quiet)
+    return with_overrides(cfg, {"data.manifest": str(absolute.resolve())})
+
+
+def create_default_synthetic(manifest: Path, *, quiet: bool = False) -> None:
+    from ifdd.data.manifest import build_manifest, write_manifest
+    from ifdd.data.synth import write_synthetic
+
+    tree = manifest.parent / "dfew"
+    if not quiet:
+        print(f"default synthetic dataset missing: creating it in {tree} (ifdd data synth) and indexing it to "
+              f"{manifest} (ifdd data index)", flush=True)
+    write_synthetic(tree)
+    write_manifest(build_manifest(tree), manifest)

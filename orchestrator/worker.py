@@ -1,0 +1,188 @@
+"""Per-worker training loop for a Ray Train V2 ``TorchTrainer``: one run config on one fold.
+
+Every epoch each worker trains on its DistributedSampler shard of the inner-train split, the val split is evaluated
+across all workers (gathered, de-duplicated by clip id), and every rank calls ``ray.train.report`` with the same
+metrics; rank 0 attaches a checkpoint directory holding
+
+- ``state.pt``: model, optimizer, schedule, scaler, epoch, RNG states, the resolved run config, best-so-far info
+  and the metrics of every epoch so far (Ray's result keeps only the retained checkpoints' metrics);
+- ``best.pt``:  the weights of the best epoch so far on the selection metric (carried forward every epoch, so the
+  latest checkpoint always holds the best model).
+
+Both are written atomically with a checksum (``ifdd.checkpoint``). A restarted worker group (a killed worker under
+``FailureConfig(max_failures)``, or the same run name started again) resumes from ``ray.train.get_checkpoint()``.
+
+The test split is never touched here: ``orchestrator.evaluate`` tests the chosen checkpoint once, afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from ifdd.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from ifdd.config import to_dict
+from ifdd.engine import (
+    LRSchedule,
+    NonFiniteLossError,
+    build_optimizer,
+    evaluate,
+    make_grad_scaler,
+    torch_distributed_gather,
+    train_one_epoch,
+)
+from ifdd.loss import IFDDLoss
+from ifdd.model import build_model
+from ifdd.pipeline import build_split_loaders
+from ifdd.runconfig import run_config_from_dict
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _collective_loss(loss_fn):
+    """Make a non-finite loss on any rank non-finite on every rank, so all ranks stop together.
+
+    Without this, one rank raising before ``backward`` leaves the others waiting in the gradient all-reduce forever.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return loss_fn
+
+    def wrapped(output, target):
+        loss, parts = loss_fn(output, target)
+        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).item() else 1.0])
+        dist.all_reduce(bad)
+        if bad.item() > 0 and torch.isfinite(loss.detach()).item():
+            loss = loss * float("nan")
+            parts = {**parts, "note": "non-finite loss on another rank"}
+        return loss, parts
+
+    return wrapped
+
+
+def _report_stop(rank: int, epoch: int, reason: str, history: list, best: dict, best_weights, cfg) -> None:
+    """Report a stopped run. Ray keeps only checkpointed reports in the result, so rank 0 attaches a checkpoint
+    holding ``stop.json`` (the reason), the history so far and the best weights so far (if any epoch finished)."""
+    metrics = {"epoch": epoch, "stop_reason": reason}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="ifdd-stop-") as d:
+        (Path(d) / "stop.json").write_text(json.dumps({"epoch": epoch, "reason": reason}))
+        save_checkpoint(Path(d) / "state.pt", {"epoch": epoch - 1, "history": history + [metrics], "best": best,
+                                               "config": to_dict(cfg)})
+        if best_weights is not None:
+            save_checkpoint(Path(d) / "best.pt", {"model": best_weights, "epoch": best["epoch"],
+                                                  "config": to_dict(cfg), "metrics": best["metrics"]})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config``: ``run`` (run-config dict), ``fold``, ``selection`` (val|test), ``threads``.
+
+    A non-finite loss ends every rank's loop after reporting ``{"epoch", "stop_reason"}``; rank 0's report carries
+    a checkpoint with ``stop.json`` so the driver sees the stop in the result.
+    """
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    cfg = run_config_from_dict(config["run"])
+    fold, selection = int(config["fold"]), config.get("selection", "val")
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.train.seed + rank)
+
+    if cfg.train.batch_size % world:
+        raise ValueError(f"train.batch_size: {cfg.train.batch_size} is not divisible by {world} workers")
+    loaders = build_split_loaders(cfg, fold, selection=selection, batch_size=cfg.train.batch_size // world,
+                                  eval_batch_size=max(1, cfg.train.eval_batch_size // world))
+    train_loader = ray.train.torch.prepare_data_loader(loaders.train, move_to_device=False)
+    val_loader = ray.train.torch.prepare_data_loader(loaders.val, move_to_device=False)
+
+    model = ray.train.torch.prepare_model(build_model(cfg.model).to(device))
+    loss_fn = IFDDLoss(cfg.loss, cfg.model.num_classes, loaders.class_counts).to(device)
+    optimizer = build_optimizer(model, cfg.optim, cfg.train.batch_size)
+    steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(
+        len(train_loader), cfg.train.max_steps_per_epoch)
+    schedule = LRSchedule.from_config(optimizer, cfg.optim, global_batch=cfg.train.batch_size,
+                                      epochs=cfg.train.epochs, steps_per_epoch=max(1, steps))
+    scaler = make_grad_scaler(device, cfg.optim.amp)
+
+    start_epoch, best = 1, {"epoch": 0, "value": float("-inf"), "metrics": {}}
+    best_weights, history = None, []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            if (Path(d) / "stop.json").is_file():
+                raise RuntimeError(f"this run stopped: {json.loads((Path(d) / 'stop.json').read_text())['reason']}; "
+                                   "start it again with --fresh (or another --name) after fixing the config")
+            state = load_checkpoint(Path(d) / "state.pt", map_location=device)
+            _unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            restore_rng_state(state["rng"])
+            best = state["best"]
+            history = list(state.get("history", []))
+            best_weights = load_checkpoint(Path(d) / "best.pt")["model"] if (Path(d) / "best.pt").exists() else None
+            start_epoch = int(state["epoch"]) + 1
+
+    step_loss = _collective_loss(loss_fn)
+    select = cfg.train.select_metric
+    for epoch in range(start_epoch, cfg.train.epochs + 1):
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        try:
+            stats = train_one_epoch(model, train_loader, step_loss, optimizer, schedule, device=device,
+                                    batch_transform=loaders.batch_transform, grad_clip=cfg.optim.grad_clip,
+                                    amp=cfg.optim.amp, scaler=scaler, max_steps=cfg.train.max_steps_per_epoch,
+                                    epoch=epoch)
+        except NonFiniteLossError as e:
+            _report_stop(rank, epoch, f"non-finite loss: {' '.join(str(e).split())}", history, best, best_weights, cfg)
+            return
+        train_s = time.perf_counter() - t0
+        val = evaluate(model, val_loader, device=device, num_classes=cfg.model.num_classes,
+                       gather=torch_distributed_gather if world > 1 else None)
+        epoch_s = time.perf_counter() - t0
+        metrics = {
+            "epoch": epoch, "train_loss": stats["loss"], "train_ce": stats.get("ce"), "train_gc": stats.get("gc"),
+            "val_uar": val["uar"], "val_war": val["war"], "val_loss": val["loss"], "val_clips": val["clips"],
+            "lr": stats["lr"], "clips_per_s": stats["clips"] * world / max(train_s, 1e-9), "epoch_s": epoch_s,
+            "train_clips_per_s": stats["clips_per_s"] * world, "world_size": world, "start_epoch": start_epoch,
+        }
+        score = metrics[select]
+        improved = score > best["value"]
+        if improved:
+            best = {"epoch": epoch, "value": score,
+                    "metrics": {"val_uar": val["uar"], "val_war": val["war"],
+                                "val_per_class_recall": val["per_class_recall"],
+                                "val_confusion": val["confusion"]}}
+            best_weights = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+        metrics.update({"best_epoch": best["epoch"], f"best_{select}": best["value"]})
+        history.append(metrics)
+        if rank == 0:
+            print(f"epoch {epoch}/{cfg.train.epochs} fold {fold}: train_loss {stats['loss']:.4f} "
+                  f"{select} {score:.4f} (best {best['value']:.4f} @ {best['epoch']}) lr {stats['lr']:.2e} "
+                  f"{metrics['clips_per_s']:.1f} clips/s", flush=True)
+            with tempfile.TemporaryDirectory(prefix="ifdd-ckpt-") as d:
+                save_checkpoint(Path(d) / "state.pt", {
+                    "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler else {},
+                    "epoch": epoch, "rng": capture_rng_state(), "best": best, "history": history,
+                    "config": to_dict(cfg), "fold": fold, "selection": selection})
+                save_checkpoint(Path(d) / "best.pt", {"model": best_weights, "epoch": best["epoch"],
+                                                      "config": to_dict(cfg), "metrics": best["metrics"]})
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics)

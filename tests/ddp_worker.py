@@ -1,0 +1,44 @@
+"""Spawned rank for tests/test_ddp.py (a plain module so that multiprocessing's spawn can import it)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from ifdd.config import LossConfig, OptimConfig, model_preset
+from ifdd.engine import LRSchedule, build_optimizer, train_one_epoch
+from ifdd.loss import IFDDLoss
+from ifdd.model import build_model
+
+B = 4
+CFG = model_preset("tiny", head_dropout=0.0, drop_path=0.0, ladm_drop_path=0.0)
+OPTIM = OptimConfig(lr=1e-3, warmup_epochs=0)
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    return {"video": torch.rand(B, 3, 16, 64, 64, generator=g), "label": torch.tensor([0, 3, 5, 6]),
+            "clip_id": [f"{i:05d}" for i in range(B)]}
+
+
+def _one_step(model, batch, world):
+    opt = build_optimizer(model, OPTIM, B)
+    sched = LRSchedule.from_config(opt, OPTIM, global_batch=B, epochs=1, steps_per_epoch=1)
+    train_one_epoch(model, [batch], IFDDLoss(LossConfig(), 7), opt, sched, device="cpu")
+    return {k: v.detach().clone() for k, v in (model.module if world > 1 else model).state_dict().items()}
+
+
+def run_rank(rank, world, init_file, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = DistributedDataParallel(build_model(CFG))
+    full = _batch()
+    half = {k: v[rank * B // world:(rank + 1) * B // world] for k, v in full.items()}
+    state = _one_step(model, half, world)
+    if rank == 0:
+        torch.save(state, out)
+    dist.destroy_process_group()
+
+
