@@ -52,6 +52,6 @@ def test_killed_worker_resumes_from_checkpoint(small_manifest, tmp_path, write_r
     seen = [(h.get("epoch"), h.get("start_epoch")) for h in summary["history"]]
     assert seen[-1][0] == 8, seen
     assert any(start is not None and start > 1 for _, start in seen), \
-        f"killed {killed}; the restarted worker group did not resume from a checkpoint: (epoch, start_epoch) {seen}\n" + \
+        f"killed {killed}; no resume from a checkpoint: (epoch, start_epoch) {seen}\n" + \
         "\n".join(line for line in out.splitlines() if "pid=" in line and "Reporting" not in line)[-3000:]
     assert Path(summary["checkpoint"], "best.pt").is_file()

@@ -1,0 +1,22 @@
+"""Every shipped search-space YAML loads as a valid run config (its `base`) and builds its model."""
+
+from pathlib import Path
+
+import pytest
+
+from ifdd.model import build_model
+from ifdd.runconfig import load_run_config
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
+
+
+def test_there_are_shipped_yamls():
+    assert SHIPPED, "search_spaces/ holds no YAML"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_yaml_is_a_valid_run_config(path):
+    cfg = load_run_config(path)
+    assert cfg.train.epochs >= 1 and cfg.train.batch_size >= 1
+    model = build_model(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) > 0
