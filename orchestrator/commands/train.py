@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from orchestrator.cli_common import add_storage_args, resolve_storage
@@ -63,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
         "reason": outcome.reason, "best_epoch": outcome.best_epoch, "best_val": outcome.best_val, "test": test,
         "history": outcome.history, "checkpoint": outcome.checkpoint_dir})
     if outcome.status != "finished":
-        print(f"error: training stopped: {outcome.reason}", file=__import__("sys").stderr)
+        print(f"error: training stopped: {outcome.reason}", file=sys.stderr)
         return 1
     return 0
