@@ -69,6 +69,10 @@ def _collective_loss(loss_fn):
     return wrapped
 
 
+def _best_payload(best: dict, best_weights, cfg) -> dict[str, Any]:
+    return {"model": best_weights, "epoch": best["epoch"], "config": to_dict(cfg), "metrics": best["metrics"]}
+
+
 def _report_stop(rank: int, epoch: int, reason: str, history: list, best: dict, best_weights, cfg) -> None:
     """Report a stopped run. Ray keeps only checkpointed reports in the result, so rank 0 attaches a checkpoint
     holding ``stop.json`` (the reason), the history so far and the best weights so far (if any epoch finished)."""
@@ -81,8 +85,7 @@ def _report_stop(rank: int, epoch: int, reason: str, history: list, best: dict, 
         save_checkpoint(Path(d) / "state.pt", {"epoch": epoch - 1, "history": history + [metrics], "best": best,
                                                "config": to_dict(cfg)})
         if best_weights is not None:
-            save_checkpoint(Path(d) / "best.pt", {"model": best_weights, "epoch": best["epoch"],
-                                                  "config": to_dict(cfg), "metrics": best["metrics"]})
+            save_checkpoint(Path(d) / "best.pt", _best_payload(best, best_weights, cfg))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
@@ -151,19 +154,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         except NonFiniteLossError as e:
             _report_stop(rank, epoch, f"non-finite loss: {' '.join(str(e).split())}", history, best, best_weights, cfg)
             return
-        train_s = time.perf_counter() - t0
         val = evaluate(model, val_loader, device=device, num_classes=cfg.model.num_classes,
                        gather=torch_distributed_gather if world > 1 else None)
         epoch_s = time.perf_counter() - t0
         metrics = {
             "epoch": epoch, "train_loss": stats["loss"], "train_ce": stats.get("ce"), "train_gc": stats.get("gc"),
             "val_uar": val["uar"], "val_war": val["war"], "val_loss": val["loss"], "val_clips": val["clips"],
-            "lr": stats["lr"], "clips_per_s": stats["clips"] * world / max(train_s, 1e-9), "epoch_s": epoch_s,
-            "train_clips_per_s": stats["clips_per_s"] * world, "world_size": world, "start_epoch": start_epoch,
+            "lr": stats["lr"], "clips_per_s": stats["clips_per_s"] * world, "epoch_s": epoch_s,
+            "world_size": world, "start_epoch": start_epoch,
         }
         score = metrics[select]
-        improved = score > best["value"]
-        if improved:
+        if score > best["value"]:
             best = {"epoch": epoch, "value": score,
                     "metrics": {"val_uar": val["uar"], "val_war": val["war"],
                                 "val_per_class_recall": val["per_class_recall"],
@@ -181,8 +182,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler else {},
                     "epoch": epoch, "rng": capture_rng_state(), "best": best, "history": history,
                     "config": to_dict(cfg), "fold": fold, "selection": selection})
-                save_checkpoint(Path(d) / "best.pt", {"model": best_weights, "epoch": best["epoch"],
-                                                      "config": to_dict(cfg), "metrics": best["metrics"]})
+                save_checkpoint(Path(d) / "best.pt", _best_payload(best, best_weights, cfg))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
