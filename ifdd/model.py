@@ -3,7 +3,7 @@
 ``build_model(cfg)`` is the single entry point. The forward pass returns a dict:
 
 - ``logits``  (B, num_classes)
-- ``feature`` (B, C): the emotion-related dynamic feature sent to the head
+- ``feature`` (B, C): the emotion-related dynamic feature sent to the head (after ``feature_norm``)
 - ``gc_maps`` list of (B, H, W), one per lifting level when LADM is on (the global-context constraint inputs)
 
 Ablations: ``use_issm=False`` keeps the lifting on a fixed lazy split; ``use_ladm=False`` drops update/predict;
@@ -32,6 +32,7 @@ class IFDD(nn.Module):
         self.backbone = MViTBackbone(cfg)
         self.fusion = PyramidFusion(cfg.stage_dim(2), cfg.stage_dim(3))
         self.lifting = LADM(cfg) if (cfg.use_issm or cfg.use_ladm) else None
+        self.feature_norm = nn.LayerNorm(cfg.top_dim) if cfg.feature_norm else nn.Identity()
         self.head = Head(cfg.top_dim, cfg.num_classes, cfg.head_dropout)
         norm = cfg.input_norm == "kinetics"
         self.register_buffer("input_mean", torch.full((1, cfg.in_chans, 1, 1, 1), KINETICS_MEAN if norm else 0.0),
@@ -55,6 +56,7 @@ class IFDD(nn.Module):
     def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """video: (B, 3, T, H, W) float in [0, 1] (standardised inside when ``input_norm`` is ``kinetics``)."""
         feature, gc_maps = self.forward_features(video)
+        feature = self.feature_norm(feature)
         return {"logits": self.head(feature), "feature": feature, "gc_maps": gc_maps}
 
 

@@ -187,3 +187,15 @@ def test_nan_positions_give_nan_samples_not_an_index_error():
     out = temporal_sample(x, torch.tensor([[0.5, float("nan")], [float("inf"), 2.0]]))
     assert out.shape == (2, 4, 2, 3, 3)
     assert torch.isnan(out[0, :, 1]).all() and torch.isfinite(out[0, :, 0]).all()
+
+
+def test_feature_norm_gives_unit_scale_features_and_false_is_the_reference_head():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 64, 64)
+    normed = build_model(model_preset("tiny", head_dropout=0.0)).eval()
+    raw = build_model(model_preset("tiny", head_dropout=0.0, feature_norm=False)).eval()
+    with torch.no_grad():
+        f_norm, f_raw = normed(x)["feature"], raw(x)["feature"]
+    assert f_norm.std(dim=1).min() > 0.5  # LayerNorm: unit scale per clip
+    assert f_raw.abs().mean() < 0.05  # the reference path: the token-pooled post-MLP output is tiny at init
+    assert not any("feature_norm" in k for k in raw.state_dict())
