@@ -72,6 +72,9 @@ class TrainConfig:
     """Inner-val metric that picks the checkpoint tested once on the fold's test split."""
     max_steps_per_epoch: int | None = None
     """Cap on optimizer steps per epoch (smoke tests); None: the whole split."""
+    init_weights: str | None = None
+    """Kinetics-400 torchvision ``mvit_v2_s`` state dict to initialise the backbone (xs preset; ``ifdd.weights``);
+    None trains from scratch. Read with ``weights_only=True``; on a cluster, a path every node can read."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):

@@ -8,11 +8,17 @@ from ifdd.runconfig import DEFAULT_SYNTHETIC_MANIFEST, RunConfig, with_overrides
 
 
 def ensure_dataset(cfg: RunConfig, *, quiet: bool = False) -> RunConfig:
-    """Return ``cfg`` with an absolute manifest path, creating the default synthetic set if it is the one missing.
+    """Return ``cfg`` with absolute manifest/weights paths, creating the default synthetic set if it is missing.
 
     Raises:
         FileNotFoundError: any other missing manifest, with the command that creates it.
     """
+    if cfg.train.init_weights and "://" not in cfg.train.init_weights:
+        weights = Path(cfg.train.init_weights).expanduser()
+        if not weights.is_file():
+            raise FileNotFoundError(f"train.init_weights: {weights} not found (a torchvision mvit_v2_s Kinetics-400 "
+                                    "state dict; null trains from scratch)")
+        cfg = with_overrides(cfg, {"train.init_weights": str(weights.resolve())})
     path = Path(cfg.data.manifest).expanduser()
     absolute = path if path.is_absolute() else Path.cwd() / path
     if not absolute.exists():

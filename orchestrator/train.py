@@ -33,7 +33,7 @@ class TrainOutcome:
 
 
 def make_trainer(cfg: RunConfig, fold: int, *, name: str, storage: str, res: WorkerResources, selection: str = "val",
-                 max_failures: int = 2, callbacks: list | None = None):
+                 max_failures: int = 2, callbacks: list | None = None, backend: str = "auto"):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -41,11 +41,12 @@ def make_trainer(cfg: RunConfig, fold: int, *, name: str, storage: str, res: Wor
 
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"run": to_dict(cfg), "fold": fold, "selection": selection, "threads": res.threads},
+        train_loop_config={"run": to_dict(cfg), "fold": fold, "selection": selection, "threads": res.threads,
+                           "label": name},
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.workers, use_gpu=res.use_gpu,
             resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.use_gpu else {})}),
-        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=("nccl" if res.use_gpu else "gloo") if backend == "auto" else backend),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),

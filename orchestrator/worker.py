@@ -18,6 +18,7 @@ The test split is never touched here: ``orchestrator.evaluate`` tests the chosen
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ from ifdd.loss import IFDDLoss
 from ifdd.model import build_model
 from ifdd.pipeline import build_split_loaders
 from ifdd.runconfig import run_config_from_dict
+from ifdd.weights import load_k400_weights
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -73,10 +75,18 @@ def _best_payload(best: dict, best_weights, cfg) -> dict[str, Any]:
     return {"model": best_weights, "epoch": best["epoch"], "config": to_dict(cfg), "metrics": best["metrics"]}
 
 
+def _selected(best: dict) -> dict[str, Any]:
+    """The best checkpoint so far: its epoch and its val metrics (what the search ranks trials by: ``ckpt_*``).
+    Before any finished epoch they are 0, the worst value, so a trial that never finished an epoch never wins."""
+    m = best.get("metrics") or {}
+    return {"best_epoch": best["epoch"], "ckpt_val_uar": float(m.get("val_uar", 0.0)),
+            "ckpt_val_war": float(m.get("val_war", 0.0)), "infeasible": 0}
+
+
 def _report_stop(rank: int, epoch: int, reason: str, history: list, best: dict, best_weights, cfg) -> None:
     """Report a stopped run. Ray keeps only checkpointed reports in the result, so rank 0 attaches a checkpoint
     holding ``stop.json`` (the reason), the history so far and the best weights so far (if any epoch finished)."""
-    metrics = {"epoch": epoch, "stop_reason": reason}
+    metrics = {"epoch": epoch, "stop_reason": reason, **_selected(best)}
     if rank != 0:
         ray.train.report(metrics)
         return
@@ -89,12 +99,25 @@ def _report_stop(rank: int, epoch: int, reason: str, history: list, best: dict, 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
+def _quiet_ray_train_logs() -> None:
+    """Ray Train V2 logs every report and checkpoint at INFO with the full metrics dict (private loggers); the
+    loop prints one line per epoch instead."""
+    try:
+        from ray.train.v2._internal.execution import context as ctx_mod
+        from ray.train.v2._internal.execution import storage as storage_mod
+    except ImportError:  # layout changed: keep Ray's logs
+        return
+    logging.getLogger(ctx_mod.__file__).setLevel(logging.WARNING)
+    logging.getLogger(storage_mod.__name__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: ``run`` (run-config dict), ``fold``, ``selection`` (val|test), ``threads``.
 
     A non-finite loss ends every rank's loop after reporting ``{"epoch", "stop_reason"}``; rank 0's report carries
     a checkpoint with ``stop.json`` so the driver sees the stop in the result.
     """
+    _quiet_ray_train_logs()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
@@ -110,7 +133,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_loader = ray.train.torch.prepare_data_loader(loaders.train, move_to_device=False)
     val_loader = ray.train.torch.prepare_data_loader(loaders.val, move_to_device=False)
 
-    model = ray.train.torch.prepare_model(build_model(cfg.model).to(device))
+    model = build_model(cfg.model)
+    if cfg.train.init_weights and ray.train.get_checkpoint() is None:
+        report = load_k400_weights(model, cfg.train.init_weights)
+        if rank == 0:
+            print(f"backbone from {cfg.train.init_weights}: {len(report.loaded)} tensors loaded, "
+                  f"{len(report.missing)} left at init, {len(report.unexpected)} unexpected", flush=True)
+    model = ray.train.torch.prepare_model(model.to(device))
     loss_fn = IFDDLoss(cfg.loss, cfg.model.num_classes, loaders.class_counts).to(device)
     optimizer = build_optimizer(model, cfg.optim, cfg.train.batch_size)
     steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(
@@ -170,10 +199,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                 "val_per_class_recall": val["per_class_recall"],
                                 "val_confusion": val["confusion"]}}
             best_weights = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
-        metrics.update({"best_epoch": best["epoch"], f"best_{select}": best["value"]})
+        metrics.update(_selected(best))
         history.append(metrics)
         if rank == 0:
-            print(f"epoch {epoch}/{cfg.train.epochs} fold {fold}: train_loss {stats['loss']:.4f} "
+            print(f"{config.get('label', 'run')} epoch {epoch}/{cfg.train.epochs} fold {fold}: "
+                  f"train_loss {stats['loss']:.4f} "
                   f"{select} {score:.4f} (best {best['value']:.4f} @ {best['epoch']}) lr {stats['lr']:.2e} "
                   f"{metrics['clips_per_s']:.1f} clips/s", flush=True)
             with tempfile.TemporaryDirectory(prefix="ifdd-ckpt-") as d:

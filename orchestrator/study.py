@@ -1,0 +1,148 @@
+"""Running the studies of a search space one after another, and the summary across folds.
+
+Every printed and saved number says how it was selected: ``selection: val`` gives a nested estimate (trials
+ranked on inner-val, each fold's test split evaluated once with the chosen checkpoint); ``selection: test`` is
+paper parity (ranked on the test split itself: optimistic, best-on-test).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrator.ray_env import init_ray, plan_trials
+from orchestrator.report_text import SELECTION_LABEL
+from orchestrator.search import (
+    Paths,
+    StudyResult,
+    best_checkpoints,
+    collect,
+    make_tuner,
+    prepare_study,
+    select,
+    study_names,
+    study_payload,
+    summary_payload,
+    test_once,
+)
+from orchestrator.space import SearchSpace
+from orchestrator.train import write_summary
+
+
+def cluster_plan(space: SearchSpace, address: str | None, num_cpus: int | None):
+    import ray
+
+    cluster = init_ray(address, num_cpus=num_cpus)
+    nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
+    r = space.resources
+    return plan_trials(cluster, r.workers_per_trial, r.cpus_per_worker, r.gpus_per_worker, r.max_concurrent_trials,
+                       nodes=nodes), cluster
+
+
+def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fresh: bool,
+               address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Run (or resume) every study of ``space``; True when all finished and the summary was written."""
+    paths = Paths(storage, runs, space.name)
+    paths.results.mkdir(parents=True, exist_ok=True)
+    plan, cluster = cluster_plan(space, address, num_cpus)
+    print(f"search {space.name}: {space.protocol.strategy}, folds {list(space.protocol.folds)}, "
+          f"{space.budget.num_samples} trials per study, ≤{space.budget.max_epochs} epochs, objective "
+          f"{'/'.join(space.objective.metrics)} ({'/'.join(space.objective.modes)}), selection "
+          f"{space.protocol.selection}\ncluster {cluster.get('CPU', 0):g} CPU / {cluster.get('GPU', 0):g} GPU: "
+          f"{plan.describe()}", flush=True)
+    results: list[dict[str, Any]] = []
+    all_done = True
+    for study, folds in study_names(space):
+        mode = prepare_study(space, study, paths, resume=resume, fresh=fresh)
+        if mode == "done":
+            print(f"\nstudy {study}: finished earlier, reusing {paths.study_json(study)}")
+            results.append(json.loads(paths.study_json(study).read_text()))
+            continue
+        print(f"\nstudy {study}: {'resuming' if mode == 'restore' else 'starting'} (folds {folds})", flush=True)
+        res = run_study(space, study, folds, paths, plan, restore=mode == "restore")
+        payload = study_payload(res, space)
+        write_summary(paths.study_json(study), payload)
+        print_study(res, space)
+        if not res.complete:
+            all_done = False
+            print(f"study {study} is partial: {res.note}\nnothing was selected or tested; continue with: "
+                  f"ifdd search --space {space.path} --folds {','.join(map(str, space.protocol.folds))} "
+                  f"--strategy {space.protocol.strategy} --resume", file=sys.stderr)
+            break
+        results.append(payload)
+    if not all_done:
+        return False
+    summary = summary_payload(space, results)
+    write_summary(paths.results / "summary.json", summary)
+    (paths.results / "summary.md").write_text(summary_markdown(summary))
+    print_summary(summary)
+    print(f"\nsaved {paths.results / 'summary.json'} and summary.md")
+    return True
+
+
+def run_study(space: SearchSpace, study: str, folds: list[int], paths: Paths, plan, *, restore: bool) -> StudyResult:
+    tuner = make_tuner(space, study, folds, paths, plan, restore=restore)
+    grid = tuner.fit()
+    rows, complete = collect(grid, space)
+    res = StudyResult(study, folds, complete, rows)
+    if not complete:
+        finished = sum(r.status not in ("error",) for r in rows if r.epochs)
+        res.note = (f"{grid.num_terminated} of {space.budget.num_samples} trials finished "
+                    f"({grid.num_errors} errored, {len(rows) - grid.num_terminated - grid.num_errors} interrupted; "
+                    f"{finished} reported results)")
+        return res
+    res.best, res.pareto = select(rows, space)
+    if res.best is None:
+        res.complete, res.note = False, "no trial produced a usable checkpoint (all infeasible or failed)"
+        return res
+    res.tests = test_once(best_checkpoints(res.best, study, folds, paths), res.best, space, plan)
+    return res
+
+
+# Text output --------------------------------------------------------------------------------------------------
+def _params(p: dict[str, Any]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                     for k, v in sorted(p.items()))
+
+
+def print_study(res: StudyResult, space: SearchSpace) -> None:
+    metrics = space.objective.metrics
+    split = "test" if space.protocol.selection == "test" else "inner-val"
+    print(f"\n{res.study}: {len(res.trials)} trial(s); objective on {split}")
+    print(f"  {'trial':<12} {'status':<10} {'epochs':>6} " + " ".join(f"{m:>8}" for m in metrics) + "  params")
+    for t in sorted(res.trials, key=lambda t: t.trial_id):
+        mark = "*" if res.best and t.trial_id == res.best.trial_id else " "
+        print(f" {mark}{t.trial_id:<12} {t.status:<10} {t.epochs:>6} "
+              + " ".join(f"{t.values.get(m, 0.0):>8.4f}" for m in metrics) + f"  {_params(t.params)}"
+              + (f"  [{t.reason[:80]}]" if t.reason else ""))
+    if space.objective.multi and res.pareto:
+        print(f"  Pareto front ({' vs '.join(metrics)}): {', '.join(sorted(res.pareto))}")
+    for fold, test in sorted(res.tests.items()):
+        print(f"  fold {fold} test (once, trial {res.best.trial_id}): UAR {test['uar']:.4f} WAR {test['war']:.4f} "
+              f"({test['clips']} clips)")
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    label = SELECTION_LABEL[summary["selection"]]
+    print(f"\n{summary['strategy']} summary ({label})")
+    print(f"  {'fold':>4} {'trial':<12} {'test UAR':>9} {'test WAR':>9}  params")
+    for r in summary["folds"]:
+        print(f"  {r['fold']:>4} {r['trial']:<12} {r['test_uar']:>9.4f} {r['test_war']:>9.4f}  {_params(r['params'])}")
+    print(f"  mean ± std over {len(summary['folds'])} fold(s): UAR {summary['test_uar_mean']:.4f} ± "
+          f"{summary['test_uar_std']:.4f}, WAR {summary['test_war_mean']:.4f} ± {summary['test_war_std']:.4f}")
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    s = summary
+    lines = [f"# Search summary: {s['space']['name']}", "",
+             f"- strategy: {s['strategy']}", f"- selection: {SELECTION_LABEL[s['selection']]}",
+             f"- trials per study: {json.dumps(s['trials'])}", "",
+             "| fold | trial | test UAR | test WAR | test clips | params |", "|---|---|---|---|---|---|"]
+    for r in s["folds"]:
+        lines.append(f"| {r['fold']} | {r['trial']} | {r['test_uar']:.4f} | {r['test_war']:.4f} | "
+                     f"{r['test_clips']} | {_params(r['params'])} |")
+    lines += ["", f"**mean ± std**: UAR {s['test_uar_mean']:.4f} ± {s['test_uar_std']:.4f}, "
+                  f"WAR {s['test_war_mean']:.4f} ± {s['test_war_std']:.4f}", ""]
+    return "\n".join(lines)

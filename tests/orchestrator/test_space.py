@@ -1,0 +1,127 @@
+"""Search-space validation: every bad space fails before Ray starts, with exit 2 and the offending key named."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from orchestrator.ray_env import plan_trials
+from orchestrator.space import load_space
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = yaml.safe_load((ROOT / "search_spaces" / "smoke.yaml").read_text())
+
+
+def _write(tmp_path, doc) -> Path:
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def _with(**changes):
+    doc = yaml.safe_load(yaml.safe_dump(SMOKE))
+    for dotted, value in changes.items():
+        node = doc
+        *parents, last = dotted.split("/")
+        for k in parents:
+            node = node.setdefault(k, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return doc
+
+
+BAD = {
+    "unknown top key": (_with(budgett={"num_samples": 2}), "budgett: unknown key"),
+    "unknown param key": (_with(**{"search/loss.lambda_gc": {"type": "float", "low": 0.1, "high": 1, "lg": True}}),
+                          "search.loss.lambda_gc.lg: unknown key"),
+    "unknown budget key": (_with(**{"budget/max_epoch": 3}), "budget.max_epoch: unknown key"),
+    "path not in config": (_with(**{"search/model.split_rato": {"type": "float", "low": 0.25, "high": 0.75}}),
+                           "search.model.split_rato: not a path in the run config"),
+    "section, not value": (_with(**{"search/loss": {"type": "float", "low": 0.1, "high": 0.5}}),
+                           "search.loss: is a section"),
+    "low >= high": (_with(**{"search/loss.lambda_gc": {"type": "float", "low": 1.0, "high": 0.5}}),
+                    "search.loss.lambda_gc.low: 1.0 must be below high"),
+    "log with low <= 0": (_with(**{"search/optim.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}),
+                          "search.optim.lr.low: a log-scale range needs low > 0"),
+    "choices of wrong type": (_with(**{"search/model.lifting_depth": {"type": "categorical", "choices": [1, "two"]}}),
+                              "search.model.lifting_depth.choices[1]: expected an integer"),
+    "choice not allowed": (_with(**{"search/loss.gc_reduction": {"type": "categorical", "choices": ["mean", "sum"]}}),
+                           "search.loss.gc_reduction.choices[1]: must be one of"),
+    "float range on int field": (_with(**{"search/model.lifting_depth": {"type": "float", "low": 1, "high": 3}}),
+                                 "search.model.lifting_depth.type: float does not match"),
+    "no valid split x depth": (_with(**{"search/model.split_ratio": {"type": "float", "low": 0.05, "high": 0.1},
+                                        "search/model.lifting_depth": {"type": "int", "low": 2, "high": 3}}),
+                               "search: no valid configuration in model.lifting_depth in [2, 3] × model.split_ratio"),
+    "value never valid": (_with(**{"search/model.split_ratio": {"type": "float", "low": 0.5, "high": 0.99}}),
+                          "search.model.split_ratio: value 0.99 is never valid"),
+    "bad objective": (_with(objective={"metric": "val_acc", "mode": "max"}), "objective.metric: unknown metric"),
+    "bad mode count": (_with(objective={"metric": ["val_uar", "val_war"], "mode": "max"}),
+                       "objective.mode: need one mode per metric"),
+    "grace above max": (_with(budget={"num_samples": 2, "max_epochs": 2, "grace_period": 3}),
+                        "budget.grace_period: 3 is above max_epochs"),
+    "fold out of range": (_with(protocol={"folds": [1, 6]}), "protocol.folds"),
+    "bad base": (_with(**{"base/model/split_rato": 0.5}), "base.model.split_rato: unknown key"),
+    "negative gpus": (_with(resources={"gpus_per_worker": -1}), "resources.gpus_per_worker: must be >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD), ids=str)
+def test_bad_space_exits_2_naming_the_key(case, tmp_path, capsys):
+    doc, needle = BAD[case]
+    path = _write(tmp_path, doc)
+    assert main(["search", "--space", str(path), "--storage", str(tmp_path / "ray")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert str(path) in err and needle in err, err
+
+
+def test_bad_folds_flag(tmp_path, capsys):
+    assert main(["search", "--space", str(ROOT / "search_spaces/smoke.yaml"), "--folds", "0-2"]) == 2
+    assert "--folds" in capsys.readouterr().err
+
+
+def test_infeasible_share_is_a_warning_not_an_error(tmp_path):
+    doc = _with(**{"search/model.split_ratio": {"type": "float", "low": 0.25, "high": 0.875, "step": 0.125},
+                   "search/model.lifting_depth": {"type": "int", "low": 1, "high": 3}})
+    space = load_space(_write(tmp_path, doc))
+    assert space.warnings and "infeasible" in space.warnings[0]
+
+
+def test_params_map_to_optuna_distributions():
+    space = load_space(ROOT / "search_spaces" / "dfew_ifdd.yaml")
+    dists = {p.path: p.distribution() for p in space.params}
+    assert dists["loss.lambda_gc"].log and dists["model.lifting_depth"].high == 3
+    assert space.trial_base().train.epochs == space.budget.max_epochs
+
+
+# Resource planning: never a setting that starves -------------------------------------------------------------
+def test_plan_shares_cpus_over_concurrent_trials():
+    plan = plan_trials({"CPU": 2.0}, workers=1, cpus_per_worker=None, gpus_per_worker=0, max_concurrent=None)
+    assert plan.max_concurrent == 2
+    assert plan.max_concurrent * plan.trial_cpus <= 2.0 + 1e-9
+    plan = plan_trials({"CPU": 2.0}, workers=2, cpus_per_worker=None, gpus_per_worker=0, max_concurrent=None)
+    assert plan.max_concurrent == 1 and plan.trial_cpus <= 2.0
+
+
+def test_plan_packs_by_gpu_count():
+    nodes = [{"CPU": 2.0}, {"CPU": 4.0, "GPU": 2.0}, {"CPU": 4.0, "GPU": 2.0}]
+    plan = plan_trials({"CPU": 10.0, "GPU": 4.0}, 1, None, 1.0, None, nodes=nodes)
+    assert plan.max_concurrent == 4 and plan.worker.cpus_per_worker <= 2.0 - 0.1
+    half = plan_trials({"CPU": 10.0, "GPU": 4.0}, 1, None, 0.5, None, nodes=nodes)
+    assert half.max_concurrent == 8
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(cluster={"CPU": 2.0}, workers=1, cpus_per_worker=None, gpus_per_worker=1.0, max_concurrent=None),
+     "needs 1 GPU"),
+    (dict(cluster={"CPU": 2.0}, workers=3, cpus_per_worker=1.0, gpus_per_worker=0, max_concurrent=None),
+     "needs 3.1 CPU"),
+    (dict(cluster={"CPU": 8.0, "GPU": 2.0}, workers=1, cpus_per_worker=None, gpus_per_worker=1.0, max_concurrent=3),
+     "max_concurrent_trials: 3 trials do not fit"),
+])
+def test_plan_refuses_what_can_never_run(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        plan_trials(**kwargs)
