@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-slow test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ifdd model info --preset tiny
-	$(VENV)/bin/ifdd train --config search_spaces/smoke.yaml --fold 1 --workers 2
+	$(VENV)/bin/ifdd demo
 
+# The default suite (a few minutes on 2 cores); CI also runs the slow end-to-end tests (`make test-slow`).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m "slow" --durations=15
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

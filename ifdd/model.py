@@ -60,5 +60,16 @@ class IFDD(nn.Module):
         return {"logits": self.head(feature), "feature": feature, "gc_maps": gc_maps}
 
 
+class LogitsOnly(nn.Module):
+    """``IFDD`` returning only the logits tensor (B, num_classes): what a served or exported model needs."""
+
+    def __init__(self, model: IFDD):
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.model(video)["logits"]
+
+
 def build_model(cfg: ModelConfig) -> IFDD:
     return IFDD(cfg)

@@ -22,11 +22,14 @@ import yaml
 
 from ifdd.config import PRESETS, LossConfig, ModelConfig, OptimConfig, from_dict, to_dict
 
-__all__ = ["DataConfig", "TrainConfig", "RunConfig", "DEFAULT_SYNTHETIC_MANIFEST", "run_config_from_dict",
+__all__ = ["DataConfig", "TrainConfig", "RunConfig", "DEFAULT_SYNTHETIC_MANIFEST", "DEFAULT_SYNTHETIC_CACHE",
+           "run_config_from_dict",
            "load_run_config", "with_overrides"]
 
 DEFAULT_SYNTHETIC_MANIFEST = "runs/data/synthetic/manifest.parquet"
 """The embedded default dataset: created on demand by ``ifdd train``/``ifdd search`` when missing."""
+DEFAULT_SYNTHETIC_CACHE = "runs/data/synthetic/cache64"
+"""Its 64² Arrow clip cache (the tiny preset's size), also created on demand when a config names it."""
 
 
 @dataclass(frozen=True)

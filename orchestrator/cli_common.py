@@ -22,3 +22,9 @@ def resolve_storage(args: argparse.Namespace) -> str:
     path = Path(s).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+def add_tracking_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: sqlite:///<abs>/runs/mlflow.db with artifacts in "
+                        "runs/mlartifacts); http://HOST:PORT for a tracking server every node can reach")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ifdd.runconfig import DEFAULT_SYNTHETIC_MANIFEST, RunConfig, with_overrides
+from ifdd.data.cache import CACHE_INDEX
+from ifdd.runconfig import DEFAULT_SYNTHETIC_CACHE, DEFAULT_SYNTHETIC_MANIFEST, RunConfig, with_overrides
 
 
 def ensure_dataset(cfg: RunConfig, *, quiet: bool = False) -> RunConfig:
@@ -26,7 +27,27 @@ def ensure_dataset(cfg: RunConfig, *, quiet: bool = False) -> RunConfig:
             raise FileNotFoundError(f"{cfg.data.manifest}: manifest not found; index the dataset first with "
                                     f"`ifdd data index --root <DFEW root> --out {cfg.data.manifest}`")
         create_default_synthetic(absolute, quiet=quiet)
-    return with_overrides(cfg, {"data.manifest": str(absolute.resolve())})
+    cfg = with_overrides(cfg, {"data.manifest": str(absolute.resolve())})
+    if cfg.data.cache_dir:
+        cache = Path(cfg.data.cache_dir).expanduser().resolve()
+        if not (cache / CACHE_INDEX).is_file():
+            if Path(cfg.data.cache_dir) != Path(DEFAULT_SYNTHETIC_CACHE):
+                raise FileNotFoundError(f"data.cache_dir: {cfg.data.cache_dir} holds no clip cache; write it with "
+                                        f"`ifdd data cache --manifest {cfg.data.manifest} --out {cfg.data.cache_dir} "
+                                        f"--size {cfg.model.image_size}`")
+            create_default_cache(absolute, cache, cfg.model.image_size, quiet=quiet)
+        cfg = with_overrides(cfg, {"data.cache_dir": str(cache)})
+    return cfg
+
+
+def create_default_cache(manifest: Path, cache: Path, size: int, *, quiet: bool = False) -> None:
+    from ifdd.data.cache import write_cache
+    from ifdd.data.manifest import load_manifest
+
+    if not quiet:
+        print(f"default clip cache missing: decoding the synthetic set once into {cache} (ifdd data cache)",
+              flush=True)
+    write_cache(load_manifest(manifest), cache, size=size)
 
 
 def create_default_synthetic(manifest: Path, *, quiet: bool = False) -> None:

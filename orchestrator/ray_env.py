@@ -37,6 +37,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_GROUP_START_TIMEOUT_S)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    address = address or os.environ.get("RAY_ADDRESS")  # set inside a Ray Job: join that cluster
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=True)
@@ -99,18 +100,24 @@ class TrialPlan:
 
 
 def plan_trials(cluster: dict[str, float], workers: int, cpus_per_worker: float | None, gpus_per_worker: float,
-                max_concurrent: int | None, nodes: list[dict[str, float]] | None = None) -> TrialPlan:
+                max_concurrent: int | None, nodes: list[dict[str, float]] | None = None,
+                share: int = 1) -> TrialPlan:
     """How many trials run at once and what each worker holds, so that every started trial can place its workers.
 
     Tune counts only a trial's driver resources, not its TorchTrainer's workers, so launching more trials than
     the workers fit deadlocks silently (stack-notes §8): concurrency is derived here from the whole trial's needs.
     GPUs decide packing when a trial uses them (``nodes``, each node's resources, sizes the CPUs a GPU worker can
     get on its own node); otherwise the CPUs are shared. Raises ValueError saying what is missing when even one
-    trial cannot fit.
+    trial cannot fit. ``share``: this study runs beside ``share - 1`` others on the same cluster (``ifdd launch``
+    submits one job per fold), so it plans for 1/share of the CPUs, or of the GPU trial slots.
     """
+    if share < 1:
+        raise ValueError(f"--share: must be >= 1, got {share}")
     if workers < 1:
         raise ValueError(f"resources.workers_per_trial: must be >= 1, got {workers}")
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    if gpus_per_worker <= 0:
+        cpus /= share
     if gpus_per_worker > 0:
         if gpus_per_worker > 1 and float(gpus_per_worker).is_integer() is False:
             raise ValueError(f"resources.gpus_per_worker: above 1 it must be a whole number, got {gpus_per_worker}")
@@ -123,7 +130,7 @@ def plan_trials(cluster: dict[str, float], workers: int, cpus_per_worker: float 
         if not gpu_nodes:
             raise ValueError(f"resources.gpus_per_worker: {gpus_per_worker:g} GPU per worker, but no node has that "
                              "many")
-        fit = int(math.floor(gpus / trial_gpus + 1e-9))
+        fit = max(1, int(math.floor(gpus / trial_gpus + 1e-9)) // share)
         if cpus_per_worker is None:  # what a GPU worker can get on the tightest GPU node
             per_node = []
             for n in gpu_nodes:

@@ -75,7 +75,8 @@ class Paths:
 
 
 # Running ------------------------------------------------------------------------------------------------------
-def make_tuner(space: SearchSpace, study: str, folds: list[int], paths: Paths, plan: TrialPlan, *, restore: bool):
+def make_tuner(space: SearchSpace, study: str, folds: list[int], paths: Paths, plan: TrialPlan, *, restore: bool,
+               callbacks: list | None = None):
     import optuna
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -112,7 +113,7 @@ def make_tuner(space: SearchSpace, study: str, folds: list[int], paths: Paths, p
         tune_config=ray.tune.TuneConfig(metric=tune_metric, mode=tune_mode, search_alg=searcher, scheduler=scheduler,
                                         num_samples=space.budget.num_samples,
                                         max_concurrent_trials=plan.max_concurrent),
-        run_config=ray.tune.RunConfig(name=study, storage_path=paths.tune, verbose=0,
+        run_config=ray.tune.RunConfig(name=study, storage_path=paths.tune, verbose=0, callbacks=callbacks or [],
                                       failure_config=ray.tune.FailureConfig(max_failures=1)),
     )
 
@@ -208,7 +209,8 @@ def best_checkpoints(best: TrialRow, study: str, folds: list[int], paths: Paths)
         if len(folds) == 1 and best.checkpoint:
             out[fold] = best.checkpoint
             continue
-        ckpts = sorted(run.glob("checkpoint_*"), key=lambda p: p.stat().st_mtime) if run.exists() else []
+        ckpts = sorted((p for p in run.glob("checkpoint_*") if p.is_dir()), key=lambda p: p.stat().st_mtime) \
+            if run.exists() else []
         if not ckpts:
             raise RuntimeError(f"{run}: no checkpoint for the selected trial {best.trial_id} on fold {fold}")
         out[fold] = str(ckpts[-1])

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ifdd.config import to_dict
 from orchestrator.ray_env import init_ray, plan_trials
 from orchestrator.report_text import SELECTION_LABEL
 from orchestrator.search import (
@@ -28,25 +29,37 @@ from orchestrator.search import (
     test_once,
 )
 from orchestrator.space import SearchSpace
+from orchestrator.tracking import Tracker, default_uri, flatten, git_commit
+from orchestrator.tracking_study import dataset_name, log_study, register_best, set_champion
+from orchestrator.tracking_tune import MLflowTrialCallback, TrialTracking, reconcile
 from orchestrator.train import write_summary
 
 
-def cluster_plan(space: SearchSpace, address: str | None, num_cpus: int | None):
+def cluster_plan(space: SearchSpace, address: str | None, num_cpus: int | None, share: int = 1):
     import ray
 
     cluster = init_ray(address, num_cpus=num_cpus)
     nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
     r = space.resources
     return plan_trials(cluster, r.workers_per_trial, r.cpus_per_worker, r.gpus_per_worker, r.max_concurrent_trials,
-                       nodes=nodes), cluster
+                       nodes=nodes, share=share), cluster
 
 
 def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fresh: bool,
-               address: str | None = None, num_cpus: int | None = None) -> bool:
+               address: str | None = None, num_cpus: int | None = None, share: int = 1,
+               tracking_uri: str | None = None) -> bool:
     """Run (or resume) every study of ``space``; True when all finished and the summary was written."""
     paths = Paths(storage, runs, space.name)
+    uri = tracking_uri or default_uri(runs)
+    artifact_root = None if uri.startswith("http") else str((runs / "mlartifacts").resolve())
+    Tracker(uri, Path(artifact_root) if artifact_root else None)  # an unreachable store fails before training
     paths.results.mkdir(parents=True, exist_ok=True)
-    plan, cluster = cluster_plan(space, address, num_cpus)
+    plan, cluster = cluster_plan(space, address, num_cpus, share)
+    dataset = dataset_name(space.base.data.manifest)
+    common_tags = {"ifdd.selection": space.protocol.selection, "ifdd.strategy": space.protocol.strategy,
+                   "ifdd.git_commit": git_commit(), "ifdd.manifest_sha256": manifest_hash(space.base.data.manifest),
+                   "ifdd.dataset": dataset}
+    champions: list[dict[str, Any]] = []
     print(f"search {space.name}: {space.protocol.strategy}, folds {list(space.protocol.folds)}, "
           f"{space.budget.num_samples} trials per study, ≤{space.budget.max_epochs} epochs, objective "
           f"{'/'.join(space.objective.metrics)} ({'/'.join(space.objective.modes)}), selection "
@@ -59,10 +72,20 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
         if mode == "done":
             print(f"\nstudy {study}: finished earlier, reusing {paths.study_json(study)}")
             results.append(json.loads(paths.study_json(study).read_text()))
+            champions += results[-1].get("registered", [])
             continue
         print(f"\nstudy {study}: {'resuming' if mode == 'restore' else 'starting'} (folds {folds})", flush=True)
-        res = run_study(space, study, folds, paths, plan, restore=mode == "restore")
+        tracking = TrialTracking(uri, artifact_root, space.name, study,
+                                 parent_tags={"ifdd.study": study, "ifdd.kind": "study"},
+                                 base_params=flatten(to_dict(space.trial_base())),
+                                 trial_tags={**common_tags, "ifdd.fold": ",".join(map(str, folds))})
+        if mode == "new":
+            tracking.tracker.delete_study_runs(space.name, study)
+        tracking.tracker.set_tags(tracking.parent()[1], {**common_tags, "ifdd.fold": ",".join(map(str, folds))})
+        res = run_study(space, study, folds, paths, plan, restore=mode == "restore", tracking=tracking)
         payload = study_payload(res, space)
+        track_study(tracking, res, space, paths, dataset, payload)
+        champions += payload.get("registered", [])
         write_summary(paths.study_json(study), payload)
         print_study(res, space)
         if not res.complete:
@@ -74,16 +97,58 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
         results.append(payload)
     if not all_done:
         return False
+    champion = set_champion(TrialTracking(uri, artifact_root, space.name, "", {}, {}, {}), dataset, champions)
     summary = summary_payload(space, results)
+    summary["registry"] = {"model": f"ifdd-{dataset}", "champion_version": champion,
+                           "folds": {str(c["fold"]): c["version"] for c in champions},
+                           "tracking_uri": uri, "experiment": space.name}
     write_summary(paths.results / "summary.json", summary)
     (paths.results / "summary.md").write_text(summary_markdown(summary))
     print_summary(summary)
     print(f"\nsaved {paths.results / 'summary.json'} and summary.md")
+    if champion:
+        aliases = ", ".join(f"fold{c['fold']}" for c in champions)
+        print(f"registered ifdd-{dataset}: aliases {aliases}, champion = "
+              f"version {champion} (best selection value); load with mlflow.pytorch.load_model("
+              f"'models:/ifdd-{dataset}@champion')")
+    print(f"MLflow: {uri} (experiment {space.name}); browse with `ifdd ui`")
     return True
 
 
-def run_study(space: SearchSpace, study: str, folds: list[int], paths: Paths, plan, *, restore: bool) -> StudyResult:
-    tuner = make_tuner(space, study, folds, paths, plan, restore=restore)
+def manifest_hash(manifest: str) -> str:
+    from ifdd.data.manifest import load_manifest
+
+    return str(load_manifest(manifest).attrs["ifdd"].get("content_sha256", ""))[:16]
+
+
+def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, dataset: str,
+                payload: dict[str, Any]) -> None:
+    """Reconcile the trials' runs from their checkpoints, log the parent run, register the fold winners."""
+    from ifdd.checkpoint import load_checkpoint
+    from ifdd.runconfig import with_overrides
+
+    histories = {}
+    if space.protocol.strategy == "fold-wise":
+        for row in res.trials:
+            if row.checkpoint and (Path(row.checkpoint) / "state.pt").is_file():
+                histories[row.trial_id] = load_checkpoint(Path(row.checkpoint) / "state.pt").get("history", [])
+    added = reconcile(tracking, res.trials, histories)
+    if added:
+        print(f"MLflow: logged {added} epoch(s) the live logging had missed", flush=True)
+    cfg = with_overrides(space.trial_base(), res.best.params) if res.best else space.trial_base()
+    parent = log_study(tracking, res, space, cfg)
+    if res.complete and res.best and res.tests:
+        versions = register_best(tracking, parent, res, cfg, best_checkpoints(res.best, res.study, res.folds, paths),
+                                 dataset)
+        key = space.objective.metrics[0]
+        payload["registered"] = [{"fold": f, "version": v, "selection_value": res.best.values[key]}
+                                 for f, v in versions.items()]
+        write_summary(paths.study_json(res.study), payload)
+
+
+def run_study(space: SearchSpace, study: str, folds: list[int], paths: Paths, plan, *, restore: bool,
+              tracking: TrialTracking) -> StudyResult:
+    tuner = make_tuner(space, study, folds, paths, plan, restore=restore, callbacks=[MLflowTrialCallback(tracking)])
     grid = tuner.fit()
     rows, complete = collect(grid, space)
     res = StudyResult(study, folds, complete, rows)

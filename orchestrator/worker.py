@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -124,6 +125,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = run_config_from_dict(config["run"])
     fold, selection = int(config["fold"]), config.get("selection", "val")
     device = ray.train.torch.get_device()
+    node_id = ray.get_runtime_context().get_node_id()
     torch.manual_seed(cfg.train.seed + rank)
 
     if cfg.train.batch_size % world:
@@ -190,7 +192,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "epoch": epoch, "train_loss": stats["loss"], "train_ce": stats.get("ce"), "train_gc": stats.get("gc"),
             "val_uar": val["uar"], "val_war": val["war"], "val_loss": val["loss"], "val_clips": val["clips"],
             "lr": stats["lr"], "clips_per_s": stats["clips_per_s"] * world, "epoch_s": epoch_s,
-            "world_size": world, "start_epoch": start_epoch,
+            "world_size": world, "start_epoch": start_epoch, "node_id": node_id,
         }
         score = metrics[select]
         if score > best["value"]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from orchestrator.cli_common import add_storage_args, resolve_storage
+from orchestrator.cli_common import add_storage_args, add_tracking_args, resolve_storage
 
 
 def parse_folds(text: str | None) -> tuple[int, ...] | None:
@@ -41,7 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="delete this space's existing studies and start over")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--share", type=int, default=1,
+                   help="this study shares the cluster with SHARE-1 others (set by `ifdd launch`): plan trials for "
+                        "1/SHARE of its CPUs or GPU slots")
     add_storage_args(p)
+    add_tracking_args(p)
     p.set_defaults(func=run)
 
 
@@ -56,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     for w in space.warnings:
         print(f"warning: {w}", file=sys.stderr)
     base = ensure_dataset(space.base)
-    space = space.__class__(**{**space.__dict__, "base": base})
+    space = dataclasses.replace(space, base=base)
     storage = resolve_storage(args)
     outcome = run_search(space, storage=storage, runs=Path(storage).parent if "://" not in storage else Path("runs"),
-                         resume=args.resume, fresh=args.fresh, address=args.address, num_cpus=args.num_cpus)
+                         resume=args.resume, fresh=args.fresh, address=args.address, num_cpus=args.num_cpus,
+                         share=args.share, tracking_uri=args.tracking_uri)
     return 0 if outcome else 1

@@ -44,3 +44,104 @@ def ray_local():
     init_ray(None, num_cpus=2)
     yield
     ray.shutdown()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_env() -> dict[str, str]:
+    """Environment for `ifdd`/`ray` subprocesses: this venv first on PATH, no telemetry, no token auth."""
+    import os
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env.update({"RAY_USAGE_STATS_ENABLED": "0", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+                "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"})
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A real Ray head (`ray start --head --block`) on loopback with the dashboard; yields (gcs, dashboard URL).
+
+    Stopped by signalling its own process group, never `ray stop` (which would kill every Ray on the machine).
+    """
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    port, dash = free_port(), free_port()
+    log = open(tmp_path / "ray-head.log", "w")
+    proc = subprocess.Popen(
+        ["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         "--disable-usage-stats"],
+        env=cli_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise RuntimeError(f"ray head did not come up: {(tmp_path / 'ray-head.log').read_text()[-2000:]}")
+        time.sleep(1)
+    yield f"127.0.0.1:{port}", url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(2)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (workers)
+    except ProcessLookupError:
+        pass
+    log.close()
+
+
+def _write_space(path: Path, manifest: Path, **sections) -> Path:
+    doc = {
+        "name": path.stem,
+        "base": {"model": {"preset": "tiny", "head_dropout": 0.0},
+                 "optim": {"lr": 2e-3, "warmup_epochs": 0},
+                 "data": {"manifest": str(manifest), "mix_prob": 0.0, "augment": False},
+                 "train": {"batch_size": 8, "eval_batch_size": 16, "max_steps_per_epoch": 2}},
+        # (0.125, depth 2) leaves the second level's static branch empty: an infeasible corner of the space
+        "search": {"model.split_ratio": {"type": "categorical", "choices": [0.125, 0.5]},
+                   "model.lifting_depth": {"type": "int", "low": 1, "high": 2},
+                   "loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
+        "objective": {"metric": "val_uar", "mode": "max"},
+        "budget": {"num_samples": 4, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2, "seed": 3},
+        "protocol": {"selection": "val", "strategy": "fold-wise", "folds": [1, 2]},
+        "resources": {"workers_per_trial": 1},
+    }
+    for key, value in sections.items():
+        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+def write_space():
+    """``write_space(path, manifest, **section_overrides)``: a fast 2-fold search space on the small set."""
+    return _write_space
+
+
+@pytest.fixture
+def ifdd_env():
+    return cli_env()

@@ -125,3 +125,19 @@ def test_plan_packs_by_gpu_count():
 def test_plan_refuses_what_can_never_run(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         plan_trials(**kwargs)
+
+
+# CLI flag errors of search and launch (no cluster needed) --------------------------------------------------
+def test_search_resume_and_fresh_together(capsys):
+    assert main(["search", "--space", str(ROOT / "search_spaces/smoke.yaml"), "--resume", "--fresh"]) == 2
+    assert "--resume and --fresh" in capsys.readouterr().err
+
+
+def test_launch_bad_inputs(tmp_path, capsys):
+    assert main(["launch"]) == 2
+    assert "--space: required unless --status" in capsys.readouterr().err
+    cross = _write(tmp_path, _with(protocol={"strategy": "cross-fold", "folds": [1, 2]}))
+    assert main(["launch", "--space", str(cross)]) == 2
+    assert "launch submits fold-wise jobs" in capsys.readouterr().err
+    assert main(["launch", "--space", str(ROOT / "search_spaces/smoke.yaml"), "--address", "http://127.0.0.1:9"]) == 2
+    assert "--address: cannot reach a Ray dashboard at http://127.0.0.1:9" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""`ifdd launch`: one Ray Job per fold on a running cluster (Job Submission SDK), and their status.
+
+Each job runs ``ifdd search --space … --folds k --share N --resume`` as its own driver on the cluster, so a fold's
+study survives the laptop that submitted it, and a job resubmitted after a failure continues its fold. The job ids
+are recorded in ``runs/launch/<space>.json`` for ``ifdd launch --status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from pathlib import Path
+
+from orchestrator.env import NO_TELEMETRY
+
+LAUNCH_DIR = Path("runs/launch")
+EXCLUDES = ["runs", ".venv", ".git", "*.parquet", "*.arrow", "*.mp4", "__pycache__", ".pytest_cache"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="submit one Ray Job per fold to a cluster; --status lists them",
+                       description="Submit one `ifdd search` Ray Job per fold to a running cluster through its "
+                                   "dashboard (Job Submission SDK), or list submitted jobs with --status.")
+    p.add_argument("--space", help="search-space YAML (a path inside --working-dir)")
+    p.add_argument("--folds", default=None, help="folds, one job each (default: the space's protocol.folds)")
+    p.add_argument("--address", default="http://127.0.0.1:8265",
+                   help="the head's dashboard address (default http://127.0.0.1:8265, e.g. through `ray dashboard`)")
+    p.add_argument("--storage", default=None,
+                   help="storage path every node reaches (shared FS or s3://…); default: this machine's runs/ray, "
+                        "right only when the head is this machine")
+    p.add_argument("--working-dir", default=".",
+                   help="uploaded as the jobs' working dir (runs/, .venv, .git and media excluded); 'none' to use "
+                        "the cluster's own checkout")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow server the jobs log to (http://HEAD:5000); default: a sqlite store next to --storage")
+    p.add_argument("--status", action="store_true", help="list the jobs submitted from here and their state")
+    p.add_argument("--wait", action="store_true", help="after submitting, wait until every job has finished")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ray.job_submission import JobSubmissionClient
+
+    if args.status:
+        return show_status(JobSubmissionClient(args.address), args.space)
+    if not args.space:
+        raise ValueError("--space: required unless --status")
+    from orchestrator.commands.search import parse_folds
+    from orchestrator.space import load_space
+
+    space = load_space(args.space).with_folds(parse_folds(args.folds), None)
+    if space.protocol.strategy != "fold-wise":
+        raise ValueError(f"{args.space}: protocol.strategy: launch submits fold-wise jobs, got "
+                         f"{space.protocol.strategy} (run cross-fold with `ifdd search`)")
+    storage = args.storage or str(Path("runs/ray").resolve())
+    try:
+        client = JobSubmissionClient(args.address)
+    except Exception as e:  # noqa: BLE001 - the SDK raises ConnectionError, RuntimeError, …
+        raise ValueError(f"--address: cannot reach a Ray dashboard at {args.address} "
+                         f"({' '.join(str(e).split())[:200]})") from None
+    runtime_env: dict = {"env_vars": {**NO_TELEMETRY, "RAY_AUTH_MODE": "disabled"}}
+    if args.working_dir != "none":
+        runtime_env |= {"working_dir": args.working_dir, "excludes": EXCLUDES}
+    folds = list(space.protocol.folds)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    records = []
+    for fold in folds:
+        entry = (f"ifdd search --space {shlex.quote(args.space)} --folds {fold} --storage {shlex.quote(storage)} "
+                 f"--share {len(folds)} --resume"
+                 + (f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""))
+        job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env,
+                                   submission_id=f"ifdd-{space.name}-fold{fold}-{stamp}",
+                                   metadata={"ifdd_space": space.name, "fold": str(fold)})
+        records.append({"fold": fold, "job_id": job_id, "address": args.address, "entrypoint": entry,
+                        "submitted": stamp})
+        print(f"fold {fold}: submitted {job_id}")
+    LAUNCH_DIR.mkdir(parents=True, exist_ok=True)
+    path = LAUNCH_DIR / f"{space.name}.json"
+    prior = json.loads(path.read_text()) if path.is_file() else []
+    path.write_text(json.dumps(prior + records, indent=2))
+    print(f"\nrecorded in {path}. Follow a job with:\n  ray job logs -f {records[0]['job_id']} --address "
+          f"{args.address}\nlist them with:\n  ifdd launch --status --address {args.address}")
+    if args.wait:
+        return wait_for(client, [r["job_id"] for r in records])
+    return 0
+
+
+def wait_for(client, job_ids: list[str], poll_s: float = 5.0) -> int:
+    from ray.job_submission import JobStatus
+
+    pending = set(job_ids)
+    states: dict[str, str] = {}
+    while pending:
+        for job in sorted(pending):
+            status = client.get_job_status(job)
+            if status.is_terminal():
+                states[job] = str(status.value)
+                pending.discard(job)
+                print(f"{job}: {status.value}", flush=True)
+        if pending:
+            time.sleep(poll_s)
+    return 0 if all(s == JobStatus.SUCCEEDED.value for s in states.values()) else 1
+
+
+def show_status(client, space: str | None) -> int:
+    files = sorted(LAUNCH_DIR.glob("*.json")) if LAUNCH_DIR.is_dir() else []
+    records = [r for f in files for r in json.loads(f.read_text())]
+    if space:
+        from orchestrator.space import load_space
+
+        name = load_space(space).name
+        records = [r for r in records if r["job_id"].startswith(f"ifdd-{name}-")]
+    if not records:
+        print("no jobs submitted from here (runs/launch/ is empty)")
+        return 0
+    print(f"{'job id':<44} {'fold':>4} {'state':<10} submitted")
+    for r in records:
+        try:
+            state = client.get_job_status(r["job_id"]).value
+        except Exception:  # noqa: BLE001 - a job the cluster no longer knows (restarted head)
+            state = "UNKNOWN"
+        print(f"{r['job_id']:<44} {r['fold']:>4} {state:<10} {r['submitted']}")
+    return 0
+
+

@@ -1,0 +1,76 @@
+"""`ifdd ui`: the MLflow UI on the project's tracking store (loopback by default), stopped cleanly by Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from orchestrator.env import NO_TELEMETRY
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ui", help="serve the MLflow UI on the project's store (127.0.0.1 by default)",
+                       description="Serve the MLflow UI (an `mlflow server`, 1 worker, job execution off) on the "
+                                   "project's tracking store runs/mlflow.db and artifacts runs/mlartifacts.")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; anything else is exposed)")
+    p.add_argument("--runs", default="runs", help="the project's output folder (default runs/)")
+    p.set_defaults(func=run)
+
+
+def server_command(runs: Path, host: str, port: int) -> list[str]:
+    runs = runs.resolve()
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
+           "--backend-store-uri", f"sqlite:///{runs / 'mlflow.db'}",
+           "--default-artifact-root", (runs / "mlartifacts").as_uri(),
+           "--host", host, "--port", str(port), "--workers", "1"]
+    if host not in LOOPBACK:
+        cmd += ["--allowed-hosts", "*"]
+    return cmd
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port: must be 1-65535, got {args.port}")
+    runs = Path(args.runs)
+    if not (runs / "mlflow.db").is_file():
+        raise FileNotFoundError(f"{runs / 'mlflow.db'}: no tracking store yet; run `ifdd demo` or `ifdd search` first")
+    if args.host not in LOOPBACK:
+        print(f"warning: --host {args.host} exposes the MLflow UI (and its REST API, which can delete runs) beyond "
+              "this machine; prefer 127.0.0.1 with SSH port-forwarding", file=sys.stderr)
+    env = {**os.environ, **NO_TELEMETRY, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(server_command(runs, args.host, args.port), env=env, start_new_session=True)
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        if proc.poll() is not None:
+            print(f"error: mlflow server exited with code {proc.returncode} (port {args.port} in use?)",
+                  file=sys.stderr)
+            return 2
+        print(f"MLflow UI: {url}  (store {runs.resolve() / 'mlflow.db'}; Ctrl-C stops it)", flush=True)
+        proc.wait()
+        return proc.returncode or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        print("MLflow UI stopped", flush=True)

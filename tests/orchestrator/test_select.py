@@ -1,0 +1,38 @@
+"""Selection after a study: best on the objective, never infeasible/errored trials, the Pareto front."""
+
+from pathlib import Path
+
+from orchestrator.search import TrialRow, mean_std, select, summary_payload
+from orchestrator.space import load_space
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _row(tid, uar, war, status="complete", epochs=2):
+    return TrialRow(tid, {"loss.lambda_gc": 0.1}, status, epochs, {"val_uar": uar, "val_war": war},
+                    checkpoint=f"/ckpt/{tid}")
+
+
+def test_best_on_first_metric_skips_infeasible_and_errors():
+    space = load_space(ROOT / "search_spaces" / "smoke.yaml")
+    rows = [_row("a", 0.30, 0.40), _row("b", 0.90, 0.90, status="infeasible"), _row("c", 0.95, 0.2, status="error"),
+            _row("d", 0.35, 0.30, status="stopped", epochs=1), _row("e", 0.35, 0.50)]
+    best, front = select(rows, space)
+    assert best.trial_id == "d"  # tie on val_uar: fewer epochs (ASHA-stopped at its best) wins, then the id
+    assert set(front) == {"d", "e"}
+
+
+def test_no_eligible_trial_selects_nothing():
+    space = load_space(ROOT / "search_spaces" / "smoke.yaml")
+    assert select([_row("a", 0.0, 0.0, status="infeasible")], space) == (None, [])
+
+
+def test_summary_mean_std_over_folds():
+    space = load_space(ROOT / "search_spaces" / "smoke.yaml")
+    studies = [{"study": f"s-fold{k}", "best": {"trial_id": "t", "params": {}, "values": {"val_uar": 0.5}},
+                "tests": {str(k): {"uar": u, "war": w, "clips": 10}}, "trials": [{"status": "complete"}]}
+               for k, u, w in ((1, 0.4, 0.5), (2, 0.6, 0.7))]
+    s = summary_payload(space, studies)
+    assert [r["fold"] for r in s["folds"]] == [1, 2]
+    assert abs(s["test_uar_mean"] - 0.5) < 1e-12 and abs(s["test_uar_std"] - mean_std([0.4, 0.6])[1]) < 1e-12
+    assert s["selection"] == "val"
