@@ -7,6 +7,8 @@ paper parity (ranked on the test split itself: optimistic, best-on-test).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import sys
 from pathlib import Path
@@ -52,8 +54,12 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
     paths = Paths(storage, runs, space.name)
     uri = tracking_uri or default_uri(runs)
     artifact_root = None if uri.startswith("http") else str((runs / "mlartifacts").resolve())
-    Tracker(uri, Path(artifact_root) if artifact_root else None)  # an unreachable store fails before training
     paths.results.mkdir(parents=True, exist_ok=True)
+    with init_lock(runs):  # fold jobs started together (ifdd launch) would race creating the sqlite schemas
+        Tracker(uri, Path(artifact_root) if artifact_root else None)  # an unreachable store fails before training
+        import optuna
+
+        optuna.storages.RDBStorage(paths.optuna)
     plan, cluster = cluster_plan(space, address, num_cpus, share)
     dataset = dataset_name(space.base.data.manifest)
     common_tags = {"ifdd.selection": space.protocol.selection, "ifdd.strategy": space.protocol.strategy,
@@ -113,6 +119,17 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
               f"'models:/ifdd-{dataset}@champion')")
     print(f"MLflow: {uri} (experiment {space.name}); browse with `ifdd ui`")
     return True
+
+
+@contextlib.contextmanager
+def init_lock(runs: Path):
+    runs.mkdir(parents=True, exist_ok=True)
+    with open(runs / ".init.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def manifest_hash(manifest: str) -> str:

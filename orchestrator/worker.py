@@ -124,7 +124,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     cfg = run_config_from_dict(config["run"])
     fold, selection = int(config["fold"]), config.get("selection", "val")
-    device = ray.train.torch.get_device()
+    # Ray assigns a CUDA device to a worker that reserved a GPU; a logical GPU on a CPU box (tests, or a
+    # mislabelled node) has none, so train on the CPU there instead of failing in .to("cuda").
+    device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
     node_id = ray.get_runtime_context().get_node_id()
     torch.manual_seed(cfg.train.seed + rank)
 
@@ -141,7 +143,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"backbone from {cfg.train.init_weights}: {len(report.loaded)} tensors loaded, "
                   f"{len(report.missing)} left at init, {len(report.unexpected)} unexpected", flush=True)
-    model = ray.train.torch.prepare_model(model.to(device))
+    model = ray.train.torch.prepare_model(model.to(device), move_to_device=device)
     loss_fn = IFDDLoss(cfg.loss, cfg.model.num_classes, loaders.class_counts).to(device)
     optimizer = build_optimizer(model, cfg.optim, cfg.train.batch_size)
     steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(

@@ -99,6 +99,9 @@ def wait_for(client, job_ids: list[str], poll_s: float = 5.0) -> int:
                 states[job] = str(status.value)
                 pending.discard(job)
                 print(f"{job}: {status.value}", flush=True)
+                if status != JobStatus.SUCCEEDED:
+                    tail = "\n".join(client.get_job_logs(job).splitlines()[-25:])
+                    print(f"--- last lines of {job} ---\n{tail}\n---", flush=True)
         if pending:
             time.sleep(poll_s)
     return 0 if all(s == JobStatus.SUCCEEDED.value for s in states.values()) else 1
