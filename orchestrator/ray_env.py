@@ -42,8 +42,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), dashboard_host="127.0.0.1", include_dashboard=True,
-                     log_to_driver=True)
+            # address="local": always a new local instance, even if a `ray start` cluster (or its stale address
+            # file) exists on this machine; joining one is what --address is for.
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), dashboard_host="127.0.0.1",
+                     include_dashboard=True, log_to_driver=True)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ifdd.config import to_dict
+from orchestrator.plots import optuna_plots
 from orchestrator.ray_env import init_ray, plan_trials
 from orchestrator.report_text import SELECTION_LABEL
 from orchestrator.search import (
@@ -154,6 +155,13 @@ def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, p
         print(f"MLflow: logged {added} epoch(s) the live logging had missed", flush=True)
     cfg = with_overrides(space.trial_base(), res.best.params) if res.best else space.trial_base()
     parent = log_study(tracking, res, space, cfg)
+    if space.params:
+        plots, skipped = optuna_plots(res.study, paths.optuna, paths.results / "plots")
+        for path in plots:
+            tracking.tracker.log_file(parent, path, "optuna")
+        payload["plots"] = [str(p.relative_to(paths.results)) for p in plots]
+        payload["plots_skipped"] = skipped
+        write_summary(paths.study_json(res.study), payload)
     if res.complete and res.best and res.tests:
         versions = register_best(tracking, parent, res, cfg, best_checkpoints(res.best, res.study, res.folds, paths),
                                  dataset)

@@ -68,6 +68,20 @@ def safe_params(params: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def check_uri(uri: str | None) -> None:
+    """Fail fast (ValueError naming --tracking-uri) if a tracking server does not answer its /health."""
+    if uri and uri.startswith("http"):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as r:
+                if r.status != 200:
+                    raise OSError(f"HTTP {r.status}")
+        except OSError as e:
+            raise ValueError(f"--tracking-uri: no MLflow server answers at {uri} ({e}); start one "
+                             "(e.g. `ifdd ui`) or fix the URI") from None
+
+
 class Tracker:
     """One MLflow client bound to a tracking URI and the project's artifact root."""
 
@@ -83,17 +97,7 @@ class Tracker:
         self.check()
 
     def check(self) -> None:
-        """Fail fast (ValueError naming --tracking-uri) if the store cannot be reached."""
-        if self.uri.startswith("http"):
-            import urllib.request
-
-            try:
-                with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=10) as r:
-                    if r.status != 200:
-                        raise OSError(f"HTTP {r.status}")
-            except OSError as e:
-                raise ValueError(f"--tracking-uri: no MLflow server answers at {self.uri} ({e}); start one "
-                                 "(e.g. `ifdd ui`) or fix the URI") from None
+        check_uri(self.uri)
 
     def experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)

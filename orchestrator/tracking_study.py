@@ -8,6 +8,7 @@ resumed study reuses it instead of adding a duplicate.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -127,9 +128,9 @@ def register_best(tracking: TrialTracking, parent: str, res, cfg, checkpoints: d
                                                 pip_requirements=PIP_REQUIREMENTS,
                                                 code_paths=[str(Path(__file__).resolve().parents[1] / "ifdd")])
             test = res.tests.get(fold, {})
-            mv = client.create_model_version(name, info.model_uri, run_id=parent, tags={
-                **key, "ifdd.selection": res.best.values, "ifdd.test_uar": test.get("uar"),
-                "ifdd.test_war": test.get("war")})
+            mv = mlflow.register_model(info.model_uri, name, tags={
+                **key, "ifdd.selection": json.dumps(res.best.values), "ifdd.test_uar": str(test.get("uar")),
+                "ifdd.test_war": str(test.get("war"))})
             version = mv.version
         client.set_registered_model_alias(name, f"fold{fold}", version)
         versions[fold] = str(version)

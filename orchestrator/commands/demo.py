@@ -31,9 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.datasets import ensure_dataset
     from orchestrator.space import load_space
     from orchestrator.study import run_search
+    from orchestrator.tracking import check_uri
 
     t0 = time.perf_counter()
     space = load_space(args.space).with_folds(parse_folds(args.folds), None)
+    check_uri(args.tracking_uri)  # before creating any data
     space = dataclasses.replace(space, base=ensure_dataset(space.base))
     storage = resolve_storage(args)
     ok = run_search(space, storage=storage, runs=Path(storage).parent, resume=args.resume, fresh=not args.resume,

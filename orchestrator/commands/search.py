@@ -54,10 +54,12 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.datasets import ensure_dataset
     from orchestrator.space import load_space
     from orchestrator.study import run_search
+    from orchestrator.tracking import check_uri
 
     if args.resume and args.fresh:
         raise ValueError("--resume and --fresh: choose one")
     space = load_space(args.space).with_folds(parse_folds(args.folds), args.strategy)
+    check_uri(args.tracking_uri)  # before creating any data
     for w in space.warnings:
         print(f"warning: {w}", file=sys.stderr)
     base = ensure_dataset(space.base)

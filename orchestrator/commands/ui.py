@@ -30,7 +30,7 @@ def server_command(runs: Path, host: str, port: int) -> list[str]:
     runs = runs.resolve()
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
            "--backend-store-uri", f"sqlite:///{runs / 'mlflow.db'}",
-           "--default-artifact-root", (runs / "mlartifacts").as_uri(),
+           "--artifacts-destination", str(runs / "mlartifacts"),  # remote clients upload through the server
            "--host", host, "--port", str(port), "--workers", "1"]
     if host not in LOOPBACK:
         cmd += ["--allowed-hosts", "*"]
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: mlflow server exited with code {proc.returncode} (port {args.port} in use?)",
                   file=sys.stderr)
             return 2
-        print(f"MLflow UI: {url}  (store {runs.resolve() / 'mlflow.db'}; Ctrl-C stops it)", flush=True)
+        print(f"MLflow UI: {url}  (store {runs.resolve() / 'mlflow.db'}; Ctrl-C stops it)\n"
+              f"runs of the experiments: {url}/#/experiments/<id>/runs?workflowType=machine_learning", flush=True)
         proc.wait()
         return proc.returncode or 0
     except KeyboardInterrupt:

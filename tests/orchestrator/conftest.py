@@ -76,6 +76,7 @@ def ray_head(tmp_path):
     import os
     import signal
     import subprocess
+    import tempfile
     import time
     import urllib.request
 
@@ -112,6 +113,9 @@ def ray_head(tmp_path):
     except ProcessLookupError:
         pass
     log.close()
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # `ray stop` would remove it
+    if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+        current.unlink()
 
 
 def _write_space(path: Path, manifest: Path, **sections) -> Path:
@@ -136,12 +140,12 @@ def _write_space(path: Path, manifest: Path, **sections) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_space():
     """``write_space(path, manifest, **section_overrides)``: a fast 2-fold search space on the small set."""
     return _write_space
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ifdd_env():
     return cli_env()

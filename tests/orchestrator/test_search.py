@@ -42,6 +42,15 @@ def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tm
     assert (results / "summary.md").read_text().count("| 1 |") == 1
 
     versions_before = _check_mlflow(tmp_path / "runs", summary)
+    assert {"fw-fold1-optimization_history.html", "fw-fold1-parallel_coordinate.html"} <= {
+        p.name for p in (results / "plots").iterdir()}
+
+    assert main(["report", "--runs", str(tmp_path / "runs"), "--experiment", "fw"]) == 0
+    report = (tmp_path / "runs" / "reports" / "fw" / "report.md").read_text()
+    assert "nested estimate" in report and "| 1 | " in report and "| 2 | " in report
+    assert "FineCLIPER | 65.98 | 76.21" in report and "not reproduced here" in report
+    page = (tmp_path / "runs" / "reports" / "fw" / "report.html").read_text()
+    assert "data:image/png;base64," in page and "fw-fold1-optimization_history.html" in page
 
     # A second run refuses to overwrite; --resume reuses the finished folds without training or re-registering.
     assert main(["search", "--space", str(space), "--storage", str(storage)]) == 2

@@ -141,3 +141,19 @@ def test_launch_bad_inputs(tmp_path, capsys):
     assert "launch submits fold-wise jobs" in capsys.readouterr().err
     assert main(["launch", "--space", str(ROOT / "search_spaces/smoke.yaml"), "--address", "http://127.0.0.1:9"]) == 2
     assert "--address: cannot reach a Ray dashboard at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_unreachable_tracking_server_fails_before_training(tmp_path, capsys):
+    argv = ["search", "--space", str(ROOT / "search_spaces/smoke.yaml"), "--storage", str(tmp_path / "runs" / "ray"),
+            "--tracking-uri", "http://127.0.0.1:9"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --tracking-uri: no MLflow server answers at http://127.0.0.1:9")
+    assert not (tmp_path / "runs" / "ray" / "search").exists()
+
+
+def test_report_bad_inputs(tmp_path, capsys):
+    assert main(["report", "--runs", str(tmp_path)]) == 2
+    assert "no finished search" in capsys.readouterr().err
+    assert main(["ui", "--runs", str(tmp_path)]) == 2
+    assert "mlflow.db: no tracking store yet" in capsys.readouterr().err

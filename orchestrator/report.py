@@ -1,0 +1,144 @@
+"""`ifdd report`: one search's results as HTML and Markdown, every number with the rule that selected it.
+
+Reads what the search saved under ``runs/search/<experiment>/`` (summary.json, one JSON per study, the Optuna plot
+HTML) and writes ``report.html`` (self-contained: confusion matrices embedded, plots copied alongside) and
+``report.md`` with the per-fold table, mean ± std, per-class recall, confusion matrices, the Optuna plots and the
+published DFEW results, labelled as published and not reproduced here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.report_text import SELECTION_LABEL
+from orchestrator.tracking_study import CLASS_NAMES, confusion_png
+
+PUBLISHED_DFEW = [  # 5-fold UAR / WAR (%), as published by their authors
+    ("Former-DFER", 53.69, 65.70), ("M3DFEL", 56.10, 69.25), ("LSGTNet", 61.33, 72.34),
+    ("MAE-DFER", 63.41, 74.43), ("S2D", 61.82, 76.03), ("DK-CLIP", 64.95, 75.41), ("FineCLIPER", 65.98, 76.21),
+]
+
+
+def latest_experiment(runs: Path) -> str:
+    found = sorted((runs / "search").glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"{runs / 'search'}: no finished search; run `ifdd demo` or `ifdd search` first")
+    return found[-1].parent.name
+
+
+def load_results(runs: Path, experiment: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    folder = runs / "search" / experiment
+    if not (folder / "summary.json").is_file():
+        known = ", ".join(sorted(p.parent.name for p in (runs / "search").glob("*/summary.json"))) or "none"
+        raise FileNotFoundError(f"{folder / 'summary.json'}: no finished search named {experiment!r} "
+                                f"(finished: {known})")
+    summary = json.loads((folder / "summary.json").read_text())
+    studies = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "summary.json"]
+    return summary, studies
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def _params(p: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(p.items())) or "-"
+
+
+def build_report(runs: Path, experiment: str, out: Path) -> tuple[Path, Path]:
+    summary, studies = load_results(runs, experiment)
+    out.mkdir(parents=True, exist_ok=True)
+    label = SELECTION_LABEL[summary["selection"]]
+    rows = summary["folds"]
+    pngs = {}
+    for r in rows:
+        if r.get("confusion"):
+            pngs[r["fold"]] = confusion_png(r["confusion"], f"fold {r['fold']} test (UAR {r['test_uar']:.3f})",
+                                            out / f"confusion_fold{r['fold']}.png")
+    plots = []
+    for st in studies:
+        for rel in st.get("plots", []):
+            src = runs / "search" / experiment / rel
+            if src.is_file():
+                shutil.copy2(src, out / src.name)
+                plots.append(src.name)
+    md = _markdown(summary, studies, rows, label, pngs, plots, experiment)
+    (out / "report.md").write_text(md)
+    (out / "report.html").write_text(_html(summary, studies, rows, label, pngs, plots, experiment))
+    return out / "report.html", out / "report.md"
+
+
+def _markdown(summary, studies, rows, label, pngs, plots, experiment) -> str:
+    lines = [f"# IFDD search report: {experiment}", "",
+             f"- strategy: {summary['strategy']}; selection: **{label}**",
+             f"- generated {time.strftime('%Y-%m-%d %H:%M')}", "",
+             "## Per-fold test results", "",
+             "| fold | trial | params | selected on (inner-val) | test UAR % | test WAR % | clips |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sel = ", ".join(f"{k} {v:.4f}" for k, v in (r.get("selected_on") or {}).items())
+        lines.append(f"| {r['fold']} | {r['trial']} | {_params(r['params'])} | {sel} | {_pct(r['test_uar'])} | "
+                     f"{_pct(r['test_war'])} | {r['test_clips']} |")
+    lines += ["", f"**Mean ± std over {len(rows)} fold(s)** ({label}): UAR {_pct(summary['test_uar_mean'])} ± "
+                  f"{_pct(summary['test_uar_std'])} %, WAR {_pct(summary['test_war_mean'])} ± "
+                  f"{_pct(summary['test_war_std'])} %", "", "## Per-class test recall (%)", "",
+              "| fold | " + " | ".join(CLASS_NAMES) + " |", "|---" * (len(CLASS_NAMES) + 1) + "|"]
+    for r in rows:
+        rec = r.get("per_class_recall") or []
+        lines.append(f"| {r['fold']} | " + " | ".join(_pct(v) for v in rec) + " |")
+    lines += ["", "## Confusion matrices (test)", ""] + [f"![fold {f}](confusion_fold{f}.png)" for f in sorted(pngs)]
+    lines += ["", "## Trials", "", "| study | trials | status counts |", "|---|---|---|"]
+    for st in studies:
+        counts: dict[str, int] = {}
+        for t in st["trials"]:
+            counts[t["status"]] = counts.get(t["status"], 0) + 1
+        lines.append(f"| {st['study']} | {len(st['trials'])} | {json.dumps(counts)} |")
+    lines += ["", "## Optuna plots", ""] + ([f"- [{p}]({p})" for p in plots]
+                                            or ["- none (each study JSON lists why under plots_skipped)"])
+    lines += ["", "## Published DFEW 5-fold results (as reported by their authors; not reproduced here)", "",
+              "| method | UAR % | WAR % |", "|---|---|---|"] + [f"| {m} | {u:.2f} | {w:.2f} |"
+                                                              for m, u, w in PUBLISHED_DFEW]
+    lines += ["", "Published numbers usually select the checkpoint on the test fold (optimistic); this report's "
+                  f"numbers: {label}.", ""]
+    return "\n".join(lines)
+
+
+def _html(summary, studies, rows, label, pngs, plots, experiment) -> str:
+    e = html.escape
+    fold_rows = "".join(
+        f"<tr><td>{r['fold']}</td><td>{e(str(r['trial']))}</td><td>{e(_params(r['params']))}</td>"
+        f"<td>{_pct(r['test_uar'])}</td><td>{_pct(r['test_war'])}</td><td>{r['test_clips']}</td></tr>" for r in rows)
+    recall_rows = "".join(f"<tr><td>{r['fold']}</td>" + "".join(f"<td>{_pct(v)}</td>" for v in (
+        r.get("per_class_recall") or [])) + "</tr>" for r in rows)
+    images = "".join(
+        f"<figure><img alt='confusion fold {f}' src='data:image/png;base64,"
+        f"{base64.b64encode(Path(p).read_bytes()).decode()}'><figcaption>fold {f}</figcaption></figure>"
+        for f, p in sorted(pngs.items()))
+    plot_frames = "".join(f"<h3>{e(p)}</h3><iframe src='{e(p)}' width='100%' height='460'></iframe>"
+                          for p in plots) or "<p>none (each study JSON lists why under plots_skipped)</p>"
+    published = "".join(f"<tr><td>{m}</td><td>{u:.2f}</td><td>{w:.2f}</td></tr>" for m, u, w in PUBLISHED_DFEW)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>IFDD report: {e(experiment)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#eee}}figure{{display:inline-block}}
+.label{{background:#fff3cd;padding:6px}}</style></head><body>
+<h1>IFDD search report: {e(experiment)}</h1>
+<p class="label">Strategy: {e(summary['strategy'])}. Selection: <b>{e(label)}</b>.</p>
+<h2>Per-fold test results</h2>
+<table id="folds"><tr><th>fold</th><th>trial</th><th>params</th><th>test UAR %</th><th>test WAR %</th>
+<th>clips</th></tr>{fold_rows}</table>
+<p id="mean"><b>Mean ± std over {len(rows)} fold(s)</b>: UAR {_pct(summary['test_uar_mean'])} ±
+{_pct(summary['test_uar_std'])} %, WAR {_pct(summary['test_war_mean'])} ± {_pct(summary['test_war_std'])} %</p>
+<h2>Per-class test recall (%)</h2><table><tr><th>fold</th>{''.join(f'<th>{c}</th>' for c in CLASS_NAMES)}</tr>
+{recall_rows}</table>
+<h2>Confusion matrices (test)</h2>{images}
+<h2>Optuna plots</h2>{plot_frames}
+<h2>Published DFEW 5-fold results</h2><p>As reported by their authors; not reproduced here. Most select the
+checkpoint on the test fold (optimistic).</p>
+<table id="published"><tr><th>method</th><th>UAR %</th><th>WAR %</th></tr>{published}</table>
+</body></html>"""

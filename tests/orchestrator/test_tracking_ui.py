@@ -1,0 +1,142 @@
+"""MLflow end to end: `ifdd ui` in a real headless chromium, remote tracking against a real `mlflow server`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+CHROMIUM = "/usr/bin/chromium"
+INIT_SCRIPT = """
+localStorage.setItem('mlflow.workflowType_v1', JSON.stringify('machine_learning'));
+localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');
+localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');
+"""
+
+
+@pytest.fixture(scope="module")
+def searched(small_manifest, tmp_path_factory, ray_local, write_space):
+    """One finished 1-fold study (3 trials) in the default sqlite store, plus its report."""
+    root = tmp_path_factory.mktemp("ui")
+    space = write_space(root / "ui.yaml", small_manifest, protocol={"folds": [1]},
+                        budget={"num_samples": 3, "max_epochs": 2, "scheduler": "none"},
+                        search={"loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}})
+    assert main(["search", "--space", str(space), "--storage", str(root / "runs" / "ray")]) == 0
+    assert main(["report", "--runs", str(root / "runs"), "--experiment", "ui"]) == 0
+    return root / "runs"
+
+
+def test_mlflow_ui_in_chromium_runs_under_parents_and_compare_view(searched, ifdd_env):
+    from mlflow.tracking import MlflowClient
+    from playwright.sync_api import sync_playwright
+
+    runs = searched
+    client = MlflowClient(f"sqlite:///{(runs / 'mlflow.db').resolve()}")
+    exp = client.get_experiment_by_name("ui")
+    children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 3
+    port = free_port_for_ui()
+    ui = _start_ui(runs, port, ifdd_env)
+    shots = runs / "screenshots"
+    shots.mkdir(exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.add_init_script(INIT_SCRIPT)
+            base = f"http://127.0.0.1:{port}"
+            page.goto(f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
+            page.get_by_text("ui-fold1").first.wait_for(timeout=60000)  # the parent run
+            page.screenshot(path=str(shots / "experiment-runs.png"))
+            expand = page.locator("[data-testid*='expand'], button[aria-label*='xpand']").first
+            if expand.count():
+                expand.click()
+                page.get_by_text(children[0].info.run_name).first.wait_for(timeout=30000)
+                page.screenshot(path=str(shots / "experiment-runs-expanded.png"))
+            ids = json.dumps([children[0].info.run_id, children[1].info.run_id])
+            page.goto(f"{base}/#/compare-runs?runs={ids}&experiments={json.dumps([exp.experiment_id])}")
+            page.get_by_text("Comparing 2 Runs from 1 Experiment").first.wait_for(timeout=60000)
+            page.get_by_text("val_uar").first.wait_for(timeout=30000)  # the metric charts
+            page.screenshot(path=str(shots / "compare-two-trials.png"), full_page=True)
+
+            report = runs / "reports" / "ui" / "report.html"
+            page.goto(report.resolve().as_uri())
+            page.get_by_text("Per-fold test results").wait_for(timeout=30000)
+            assert page.locator("#folds tr").count() == 2  # header + fold 1
+            assert "nested estimate" in page.locator(".label").inner_text()
+            assert page.locator("img").count() == 1 and page.locator("iframe").count() >= 2
+            page.screenshot(path=str(shots / "report.png"), full_page=True)
+            browser.close()
+    finally:
+        _stop_ui(ui, port)
+    assert all((shots / n).stat().st_size > 10_000 for n in ("experiment-runs.png", "compare-two-trials.png",
+                                                             "report.png"))
+
+
+def test_remote_tracking_server_gets_the_same_layout(searched, small_manifest, tmp_path, ifdd_env, write_space):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import Tracker, default_uri
+
+    server_runs = tmp_path / "server"
+    Tracker(default_uri(server_runs), server_runs / "mlartifacts")  # an empty store for the server
+    port = free_port_for_ui()
+    ui = _start_ui(server_runs, port, ifdd_env)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        space = write_space(tmp_path / "rt.yaml", small_manifest, protocol={"folds": [1]},
+                            budget={"num_samples": 2, "max_epochs": 1},
+                            search={"loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}})
+        assert main(["search", "--space", str(space), "--storage", str(tmp_path / "runs" / "ray"),
+                     "--tracking-uri", uri]) == 0
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("rt")
+        all_runs = client.search_runs([exp.experiment_id])
+        assert len([r for r in all_runs if "mlflow.parentRunId" in r.data.tags]) == 2
+        parent = next(r for r in all_runs if r.data.tags.get("ifdd.kind") == "study")
+        assert "test_uar" in parent.data.metrics
+        assert {"resolved_config.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert "fold1" in client.get_registered_model("ifdd-synthetic").aliases
+        assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to a local store
+    finally:
+        _stop_ui(ui, port)
+
+
+def free_port_for_ui() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_ui(runs: Path, port: int, env: dict) -> subprocess.Popen:
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ifdd"), "ui", "--runs", str(runs), "--port",
+                             str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 90
+    for line in proc.stdout:
+        if line.startswith("MLflow UI: "):
+            return proc
+        if time.time() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"ifdd ui did not start (rc {proc.poll()})")
+
+
+def _stop_ui(proc: subprocess.Popen, port: int) -> None:
+    import socket
+
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "port still open after Ctrl-C"
