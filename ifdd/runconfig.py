@@ -23,8 +23,7 @@ import yaml
 from ifdd.config import PRESETS, LossConfig, ModelConfig, OptimConfig, from_dict, to_dict
 
 __all__ = ["DataConfig", "TrainConfig", "RunConfig", "DEFAULT_SYNTHETIC_MANIFEST", "DEFAULT_SYNTHETIC_CACHE",
-           "run_config_from_dict",
-           "load_run_config", "with_overrides"]
+           "run_config_from_dict", "load_run_config", "read_yaml", "with_overrides"]
 
 DEFAULT_SYNTHETIC_MANIFEST = "runs/data/synthetic/manifest.parquet"
 """The embedded default dataset: created on demand by ``ifdd train``/``ifdd search`` when missing."""
@@ -121,15 +120,21 @@ def run_config_from_dict(data: Any, where: str = "") -> RunConfig:
     return from_dict(RunConfig, data, where)
 
 
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """``yaml.safe_load`` of a file; FileNotFoundError/ValueError name the file (``what``: the kind of file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+
+
 def load_run_config(path: str | Path) -> RunConfig:
     """Read a run config from YAML: the ``base`` section of a search space, or a bare run config."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    doc = read_yaml(path)
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     if "base" in doc:

@@ -32,10 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from ifdd.config import coerce_value, from_dict, to_dict
-from ifdd.runconfig import RunConfig, run_config_from_dict, with_overrides
+from ifdd.runconfig import RunConfig, read_yaml, run_config_from_dict, with_overrides
 
 TOP_KEYS = ("name", "description", "base", "search", "objective", "budget", "protocol", "resources")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices")
@@ -212,12 +210,7 @@ class SearchSpace:
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML; ValueError/FileNotFoundError name the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: search-space file not found")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    doc = read_yaml(path, "search-space")
     try:
         return parse_space(doc, default_name=path.stem, path=str(path))
     except ValueError as e:
