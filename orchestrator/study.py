@@ -57,7 +57,7 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
     artifact_root = None if uri.startswith("http") else str((runs / "mlartifacts").resolve())
     paths.results.mkdir(parents=True, exist_ok=True)
     with init_lock(runs):  # fold jobs started together (ifdd launch) would race creating the sqlite schemas
-        Tracker(uri, Path(artifact_root) if artifact_root else None)  # an unreachable store fails before training
+        tracker = Tracker(uri, Path(artifact_root) if artifact_root else None)  # unreachable: fails before training
         import optuna
 
         optuna.storages.RDBStorage(paths.optuna)
@@ -104,7 +104,7 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
         results.append(payload)
     if not all_done:
         return False
-    champion = set_champion(TrialTracking(uri, artifact_root, space.name, "", {}, {}, {}), dataset, champions)
+    champion = set_champion(tracker, dataset, champions)
     summary = summary_payload(space, results)
     summary["registry"] = {"model": f"ifdd-{dataset}", "champion_version": champion,
                            "folds": {str(c["fold"]): c["version"] for c in champions},

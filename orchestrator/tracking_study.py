@@ -137,10 +137,10 @@ def register_best(tracking: TrialTracking, parent: str, res, cfg, checkpoints: d
     return versions
 
 
-def set_champion(tracking: TrialTracking, dataset: str, candidates: list[dict[str, Any]]) -> str | None:
+def set_champion(tracker, dataset: str, candidates: list[dict[str, Any]]) -> str | None:
     """``candidates``: [{version, selection_value}] across folds; the best selection value becomes ``champion``."""
     if not candidates:
         return None
     best = max(candidates, key=lambda c: (c["selection_value"], -int(c["version"])))
-    tracking.tracker.client.set_registered_model_alias(f"ifdd-{dataset}", "champion", best["version"])
+    tracker.client.set_registered_model_alias(f"ifdd-{dataset}", "champion", best["version"])
     return best["version"]
