@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.report_text import SELECTION_LABEL
+from orchestrator.search import status_counts
 from orchestrator.tracking_study import CLASS_NAMES, confusion_png
 
 PUBLISHED_DFEW = [  # 5-fold UAR / WAR (%), as published by their authors
@@ -95,10 +96,7 @@ def _markdown(summary, studies, rows, label, pngs, plots, experiment) -> str:
     lines += ["", "## Confusion matrices (test)", ""] + [f"![fold {f}](confusion_fold{f}.png)" for f in sorted(pngs)]
     lines += ["", "## Trials", "", "| study | trials | status counts |", "|---|---|---|"]
     for st in studies:
-        counts: dict[str, int] = {}
-        for t in st["trials"]:
-            counts[t["status"]] = counts.get(t["status"], 0) + 1
-        lines.append(f"| {st['study']} | {len(st['trials'])} | {json.dumps(counts)} |")
+        lines.append(f"| {st['study']} | {len(st['trials'])} | {json.dumps(status_counts(st['trials']))} |")
     lines += ["", "## Optuna plots", ""] + ([f"- [{p}]({p})" for p in plots]
                                             or ["- none (each study JSON lists why under plots_skipped)"])
     lines += ["", "## Published DFEW 5-fold results (as reported by their authors; not reproduced here)", "",

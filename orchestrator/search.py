@@ -279,10 +279,11 @@ def summary_payload(space: SearchSpace, results: list[dict[str, Any]]) -> dict[s
     return {"space": space_summary(space), "selection": space.protocol.selection,
             "strategy": space.protocol.strategy, "folds": rows,
             "test_uar_mean": uar[0], "test_uar_std": uar[1], "test_war_mean": war[0], "test_war_std": war[1],
-            "trials": {r["study"]: _counts(r["trials"]) for r in results}}
+            "trials": {r["study"]: status_counts(r["trials"]) for r in results}}
 
 
-def _counts(trials: list[dict[str, Any]]) -> dict[str, int]:
+def status_counts(trials: list[dict[str, Any]]) -> dict[str, int]:
+    """Trials per status (complete, stopped, infeasible, …) of one study's saved trials."""
     out: dict[str, int] = {}
     for t in trials:
         out[t["status"]] = out.get(t["status"], 0) + 1
