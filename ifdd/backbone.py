@@ -54,6 +54,9 @@ def _pooled_size(n: int, kernel: int, stride: int) -> int:
 class TokenPool(nn.Module):
     """Depthwise Conv3d pooling of per-head tokens, class token passed through, then LayerNorm over head_dim."""
 
+    fp32_under_autocast = True
+    """Run the pooling conv in fp32 under CUDA autocast (see ``forward``); bench/gpu.py switches it off for its A/B."""
+
     def __init__(self, head_dim: int, kernel: int, stride: THW):
         super().__init__()
         self.conv = nn.Conv3d(head_dim, head_dim, kernel, stride=stride, padding=kernel // 2, groups=head_dim,
@@ -65,7 +68,16 @@ class TokenPool(nn.Module):
         b, h, _, d = x.shape
         cls, grid = x[:, :, :1], x[:, :, 1:]
         grid = grid.reshape(b * h, *thw, d).permute(0, 4, 1, 2, 3)  # (B*heads, d, T, H, W)
-        grid = self.conv(grid)
+        kind = grid.device.type
+        if (kind == "cuda" and self.fp32_under_autocast and torch.is_grad_enabled() and self.conv.weight.requires_grad
+                and torch.is_autocast_enabled(kind)):
+            # cuDNN's bf16/fp16 weight-gradient kernel for depthwise Conv3d took ~80% of an XS training step on an
+            # H100; in fp32 a training step runs 1.21x faster (bench/gpu.py, same-process A/B). Inference keeps bf16.
+            with torch.autocast(kind, enabled=False):
+                grid = self.conv(grid.float())
+            cls = cls.float()
+        else:
+            grid = self.conv(grid)
         new_thw = tuple(grid.shape[2:])
         grid = grid.flatten(2).transpose(1, 2).reshape(b, h, -1, d)
         return self.norm(torch.cat([cls, grid], dim=2)), new_thw
