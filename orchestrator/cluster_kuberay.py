@@ -10,6 +10,7 @@ from ``secretKeyRef``. The project settings live in ``metadata.annotations`` as 
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from orchestrator.cluster import credential_scan, storage_checks, tracking_checks
@@ -132,6 +133,10 @@ def group_checks(group: dict, where: str, head: bool) -> list[str]:
         tag = image.rsplit("/", 1)[-1] if isinstance(image, str) else ""
         if not isinstance(image, str) or not ("@sha256:" in image or (":" in tag and not tag.endswith(":latest"))):
             problems.append(f"{cwhere}.image: {image!r} is not pinned (use an explicit version tag or @sha256 digest)")
+        argv = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]
+        if "mlflow" in argv and any(a == "--host" and b in ("0.0.0.0", "::") for a, b in pairwise(argv)):
+            problems.append(f"{cwhere}.args: mlflow --host 0.0.0.0 serves the MLflow API on every interface; bind "
+                            "$(POD_IP) (reached through the head service) and port-forward for the UI")
         env = c.get("env", [])
         if not isinstance(env, list) or not all(isinstance(e, dict) for e in env):
             problems.append(f"{cwhere}.env: expected a list of {{name, value}} mappings")

@@ -235,6 +235,9 @@ KUBE_PROJECT_CASES = {
         {"ifdd.io/tracking-uri": "http://localhost:5000"}), "metadata.annotations.ifdd.io/tracking-uri: localhost"),
     "telemetry-on": (lambda d: d["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0].update(env=[]),
                      "spec.workerGroupSpecs[0].template.spec.containers[0].env: telemetry not off"),
+    "mlflow-all-interfaces": (lambda d: d["spec"]["headGroupSpec"]["template"]["spec"]["containers"][1].update(
+        args=["--host", "0.0.0.0", "--port", "5000"]),
+        "spec.headGroupSpec.template.spec.containers[1].args: mlflow --host 0.0.0.0"),
     "literal-password": (lambda d: d["spec"]["headGroupSpec"]["template"]["spec"]["containers"][1]["env"].__setitem__(
         1, {"name": "PGPASSWORD", "value": "hunter2"}),
         "spec.headGroupSpec.template.spec.containers[1].env[1].value: literal PGPASSWORD"),
