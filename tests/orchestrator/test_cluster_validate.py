@@ -59,6 +59,10 @@ def test_validation_is_offline(capsys, monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     rc, _, err = run(sorted(CLUSTER.glob("*.yaml")), capsys)
     assert rc == 0, err
+    import sys
+
+    sdks = [m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore", "googleapiclient", "kubernetes")]
+    assert sdks == [], f"validation imported a cloud SDK: {sdks}"
 
 
 def test_one_bad_file_among_good_ones_fails_the_run(tmp_path, capsys):
