@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from orchestrator.commands import cluster as cluster_cmd
 from orchestrator.commands import data as data_cmd
 from orchestrator.commands import demo as demo_cmd
 from orchestrator.commands import launch as launch_cmd
@@ -20,7 +21,8 @@ from orchestrator.commands import train as train_cmd
 from orchestrator.commands import ui as ui_cmd
 from orchestrator.env import no_calls_home
 
-COMMAND_GROUPS = [model_cmd, data_cmd, train_cmd, search_cmd, launch_cmd, report_cmd, ui_cmd, demo_cmd]
+COMMAND_GROUPS = [model_cmd, data_cmd, train_cmd, search_cmd, launch_cmd, report_cmd, ui_cmd, demo_cmd,
+                  cluster_cmd]
 
 
 class UsageError(Exception):
