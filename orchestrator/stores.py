@@ -120,16 +120,18 @@ def check_postgres(url: str | None, flag: str, timeout_s: int = 5) -> None:
 
 
 def check_distinct(tracking_uri: str | None, optuna_url: str) -> None:
-    """MLflow and Optuna in one PostgreSQL database collide on ``alembic_version``: refuse that pairing."""
-    if not (is_postgres(tracking_uri) and is_postgres(optuna_url)):
-        return
-    from sqlalchemy.engine import make_url
+    """MLflow and Optuna in one database (PostgreSQL or sqlite file) collide on ``alembic_version``: refuse it."""
+    def where(u: str | None) -> tuple | None:
+        if u and u.startswith("sqlite:///"):
+            return ("sqlite", str(Path(u.removeprefix("sqlite:///")).resolve()))
+        if is_postgres(u):
+            from sqlalchemy.engine import make_url
 
-    def where(u: str) -> tuple:
-        p = make_url(u)
-        return (p.host or "localhost").lower(), p.port or 5432, p.database
+            p = make_url(u)
+            return (p.host or "localhost").lower(), p.port or 5432, p.database
+        return None
 
-    if where(tracking_uri) == where(optuna_url):
+    if where(tracking_uri) is not None and where(tracking_uri) == where(optuna_url):
         raise ValueError(f"--optuna-storage: {mask_url(optuna_url)} is MLflow's database too (--tracking-uri); "
                          "give Optuna its own database (both keep an alembic_version table)")
 

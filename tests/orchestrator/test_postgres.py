@@ -67,6 +67,9 @@ def test_bad_or_unreachable_postgres_urls_exit_2_with_the_password_masked(postgr
 
     msg = _search_fails(tmp_path, capsys, "--tracking-uri", ml, "--optuna-storage", ml)
     assert msg.startswith("error: --optuna-storage:") and "MLflow's database too" in msg
+    one = f"sqlite:///{tmp_path / 'one.db'}"
+    msg = _search_fails(tmp_path, capsys, "--tracking-uri", one, "--optuna-storage", one)
+    assert "MLflow's database too" in msg and not (tmp_path / "one.db").exists()
 
     monkeypatch.setenv("IFDD_OPTUNA_STORAGE", "mysql://somewhere/optuna")
     msg = _search_fails(tmp_path, capsys)
