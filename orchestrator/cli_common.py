@@ -27,4 +27,10 @@ def resolve_storage(args: argparse.Namespace) -> str:
 def add_tracking_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: sqlite:///<abs>/runs/mlflow.db with artifacts in "
-                        "runs/mlartifacts); http://HOST:PORT for a tracking server every node can reach")
+                        "runs/mlartifacts); postgresql+psycopg2://USER@HOST:PORT/DB for a PostgreSQL backend store "
+                        "(password in PGPASSWORD or ~/.pgpass, never in the URL); http://HOST:PORT for a tracking "
+                        "server every node can reach")
+    p.add_argument("--optuna-storage", default=None,
+                   help="Optuna storage (default: $IFDD_OPTUNA_STORAGE, else sqlite:///<abs>/runs/optuna.db); "
+                        "postgresql+psycopg2://USER@HOST:PORT/DB puts the studies in PostgreSQL (a database of its "
+                        "own, not MLflow's; password in PGPASSWORD or ~/.pgpass)")

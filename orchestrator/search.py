@@ -7,7 +7,8 @@ Layout under the storage root (default ``runs/ray``)::
 
 and the results under ``runs/search/<space>/``: ``<study>.json`` per finished study (its trials, the selected one,
 its single test evaluation) and ``summary.json`` / ``summary.md`` across folds. Optuna's history lives in
-``runs/optuna.db`` (one Optuna study per Tune study), so a resumed study keeps it.
+``runs/optuna.db`` or the ``--optuna-storage`` database (one Optuna study per Tune study), so a resumed study
+keeps it.
 
 Nothing is selected from a partial study: an interrupted ``fit()`` (Ctrl-C, a killed driver, errored trials)
 returns fewer finished trials than ``num_samples``; the study is then reported as partial with the command that
@@ -28,6 +29,7 @@ from typing import Any
 from ifdd.config import to_dict
 from orchestrator.ray_env import TrialPlan
 from orchestrator.space import SearchSpace, space_summary
+from orchestrator.stores import default_optuna_storage
 from orchestrator.trial import run_trial
 
 
@@ -64,11 +66,11 @@ def study_names(space: SearchSpace) -> list[tuple[str, list[int]]]:
 
 
 class Paths:
-    def __init__(self, storage: str, runs: Path, space: str):
+    def __init__(self, storage: str, runs: Path, space: str, optuna: str | None = None):
         self.tune = f"{storage.rstrip('/')}/search/{space}"
         self.trials = f"{self.tune}/trials"
         self.results = runs / "search" / space
-        self.optuna = f"sqlite:///{(runs / 'optuna.db').resolve()}"
+        self.optuna = optuna or default_optuna_storage(runs)
 
     def study_json(self, study: str) -> Path:
         return self.results / f"{study}.json"

@@ -32,6 +32,7 @@ from orchestrator.search import (
     test_once,
 )
 from orchestrator.space import SearchSpace
+from orchestrator.stores import is_postgres, mask_url, schema_lock
 from orchestrator.tracking import Tracker, default_uri, flatten, git_commit
 from orchestrator.tracking_study import dataset_name, log_study, register_best, set_champion
 from orchestrator.tracking_tune import MLflowTrialCallback, TrialTracking, reconcile
@@ -50,13 +51,15 @@ def cluster_plan(space: SearchSpace, address: str | None, num_cpus: int | None, 
 
 def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fresh: bool,
                address: str | None = None, num_cpus: int | None = None, share: int = 1,
-               tracking_uri: str | None = None) -> bool:
+               tracking_uri: str | None = None, optuna_storage: str | None = None) -> bool:
     """Run (or resume) every study of ``space``; True when all finished and the summary was written."""
-    paths = Paths(storage, runs, space.name)
+    paths = Paths(storage, runs, space.name, optuna_storage)
     uri = tracking_uri or default_uri(runs)
     artifact_root = None if uri.startswith("http") else str((runs / "mlartifacts").resolve())
     paths.results.mkdir(parents=True, exist_ok=True)
-    with init_lock(runs):  # fold jobs started together (ifdd launch) would race creating the sqlite schemas
+    # fold jobs started together (ifdd launch) would race creating the schemas (sqlite: file lock; PostgreSQL:
+    # an advisory lock per database)
+    with init_lock(runs), schema_lock(uri), schema_lock(paths.optuna):
         tracker = Tracker(uri, Path(artifact_root) if artifact_root else None)  # unreachable: fails before training
         import optuna
 
@@ -108,7 +111,8 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
     summary = summary_payload(space, results)
     summary["registry"] = {"model": f"ifdd-{dataset}", "champion_version": champion,
                            "folds": {str(c["fold"]): c["version"] for c in champions},
-                           "tracking_uri": uri, "experiment": space.name}
+                           "tracking_uri": mask_url(uri), "experiment": space.name}
+    summary["optuna_storage"] = mask_url(paths.optuna)
     write_summary(paths.results / "summary.json", summary)
     (paths.results / "summary.md").write_text(summary_markdown(summary))
     print_summary(summary)
@@ -118,7 +122,9 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
         print(f"registered ifdd-{dataset}: aliases {aliases}, champion = "
               f"version {champion} (best selection value); load with mlflow.pytorch.load_model("
               f"'models:/ifdd-{dataset}@champion')")
-    print(f"MLflow: {uri} (experiment {space.name}); browse with `ifdd ui`")
+    browse = mask_url(uri) if uri.startswith("http") else \
+        f"`ifdd ui{' --tracking-uri ' + mask_url(uri) if is_postgres(uri) else ''}`"
+    print(f"MLflow: {mask_url(uri)} (experiment {space.name}); Optuna: {mask_url(paths.optuna)}; browse with {browse}")
     return True
 
 

@@ -9,7 +9,9 @@ so a resumed study continues its runs instead of duplicating them, and a registe
 twice for the same (study, trial).
 
 Default store: ``sqlite:///<abs>/runs/mlflow.db`` with artifacts in ``runs/mlartifacts``; ``--tracking-uri
-http://…`` uses a tracking server (its artifact root). An unreachable server fails before any training.
+postgresql+psycopg2://USER@HOST:PORT/DB`` keeps the backend store in PostgreSQL (artifacts still in
+``runs/mlartifacts``; the password from PGPASSWORD, see ``orchestrator/stores.py``); ``--tracking-uri http://…``
+uses a tracking server (its artifact root). An unreachable server or database fails before any training.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.env import no_calls_home
+from orchestrator.stores import check_postgres, mask_url
 
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "ifdd"]
 """Explicit requirements for logged models: an autodetected ``torch==2.13.0+cpu`` would not resolve on a GPU box."""
@@ -61,15 +64,16 @@ def safe_params(params: dict[str, Any]) -> dict[str, str]:
         s = str(v)
         if any(h in k.lower() for h in SECRET_HINTS):
             s = "***"
-        elif "://" in s and "@" in s.split("://", 1)[1].split("/", 1)[0]:
-            scheme, rest = s.split("://", 1)
-            s = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        elif "://" in s:
+            s = mask_url(s)
         out[k] = s[:500]
     return out
 
 
 def check_uri(uri: str | None) -> None:
-    """Fail fast (ValueError naming --tracking-uri) if a tracking server does not answer its /health."""
+    """Fail fast (ValueError naming --tracking-uri) if a tracking server does not answer its /health, or a
+    PostgreSQL backend store is malformed, carries a password or cannot be connected to."""
+    check_postgres(uri, "--tracking-uri")
     if uri and uri.startswith("http"):
         import urllib.request
 

@@ -30,16 +30,17 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.commands.search import parse_folds
     from orchestrator.datasets import ensure_dataset
     from orchestrator.space import load_space
+    from orchestrator.stores import check_stores
     from orchestrator.study import run_search
-    from orchestrator.tracking import check_uri
 
     t0 = time.perf_counter()
     space = load_space(args.space).with_folds(parse_folds(args.folds), None)
-    check_uri(args.tracking_uri)  # before creating any data
+    runs = Path(args.storage).expanduser().resolve().parent
+    optuna_url = check_stores(args.tracking_uri, args.optuna_storage, runs)  # before creating any data
     space = dataclasses.replace(space, base=ensure_dataset(space.base))
     storage = resolve_storage(args)
     ok = run_search(space, storage=storage, runs=Path(storage).parent, resume=args.resume, fresh=not args.resume,
-                    tracking_uri=args.tracking_uri)
+                    tracking_uri=args.tracking_uri, optuna_storage=optuna_url)
     print(f"\ndemo {'finished' if ok else 'stopped'} in {(time.perf_counter() - t0) / 60:.1f} min; results under "
           f"{Path(storage).parent / 'search' / space.name}")
     return 0 if ok else 1

@@ -34,7 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="uploaded as the jobs' working dir (runs/, .venv, .git and media excluded); 'none' to use "
                         "the cluster's own checkout")
     p.add_argument("--tracking-uri", default=None,
-                   help="MLflow server the jobs log to (http://HEAD:5000); default: a sqlite store next to --storage")
+                   help="MLflow server the jobs log to (http://HEAD:5000) or a PostgreSQL backend store "
+                        "(postgresql+psycopg2://USER@HOST:PORT/DB); default: a sqlite store next to --storage")
+    p.add_argument("--optuna-storage", default=None,
+                   help="Optuna storage the jobs share (postgresql+psycopg2://USER@HOST:PORT/DB, its own database); "
+                        "default: the jobs' $IFDD_OPTUNA_STORAGE, else a sqlite file next to --storage. The "
+                        "password is never sent: the cluster's nodes need PGPASSWORD or ~/.pgpass")
     p.add_argument("--status", action="store_true", help="list the jobs submitted from here and their state")
     p.add_argument("--wait", action="store_true", help="after submitting, wait until every job has finished")
     p.set_defaults(func=run)
@@ -49,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--space: required unless --status")
     from orchestrator.commands.search import parse_folds
     from orchestrator.space import load_space
+    from orchestrator.stores import check_distinct, validate_postgres
 
     space = load_space(args.space).with_folds(parse_folds(args.folds), None)
     if space.protocol.strategy != "fold-wise":
         raise ValueError(f"{args.space}: protocol.strategy: launch submits fold-wise jobs, got "
                          f"{space.protocol.strategy} (run cross-fold with `ifdd search`)")
+    for url, flag in ((args.tracking_uri, "--tracking-uri"), (args.optuna_storage, "--optuna-storage")):
+        validate_postgres(url, flag)  # reachable from the cluster, not necessarily from here: each job checks
+    check_distinct(args.tracking_uri, args.optuna_storage)
     storage = args.storage or str(Path("runs/ray").resolve())
     try:
         client = JobSubmissionClient(args.address)
@@ -69,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     for fold in folds:
         entry = (f"ifdd search --space {shlex.quote(args.space)} --folds {fold} --storage {shlex.quote(storage)} "
                  f"--share {len(folds)} --resume"
-                 + (f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""))
+                 + (f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else "")
+                 + (f" --optuna-storage {shlex.quote(args.optuna_storage)}" if args.optuna_storage else ""))
         job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env,
                                    submission_id=f"ifdd-{space.name}-fold{fold}-{stamp}",
                                    metadata={"ifdd_space": space.name, "fold": str(fold)})

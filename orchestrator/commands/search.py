@@ -53,19 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from orchestrator.datasets import ensure_dataset
     from orchestrator.space import load_space
+    from orchestrator.stores import check_stores
     from orchestrator.study import run_search
-    from orchestrator.tracking import check_uri
 
     if args.resume and args.fresh:
         raise ValueError("--resume and --fresh: choose one")
     space = load_space(args.space).with_folds(parse_folds(args.folds), args.strategy)
-    check_uri(args.tracking_uri)  # before creating any data
+    runs = Path(args.storage).expanduser().resolve().parent if "://" not in args.storage else Path("runs")
+    optuna_url = check_stores(args.tracking_uri, args.optuna_storage, runs)  # before creating any data
     for w in space.warnings:
         print(f"warning: {w}", file=sys.stderr)
     base = ensure_dataset(space.base)
     space = dataclasses.replace(space, base=base)
     storage = resolve_storage(args)
-    outcome = run_search(space, storage=storage, runs=Path(storage).parent if "://" not in storage else Path("runs"),
-                         resume=args.resume, fresh=args.fresh, address=args.address, num_cpus=args.num_cpus,
-                         share=args.share, tracking_uri=args.tracking_uri)
+    outcome = run_search(space, storage=storage, runs=runs, resume=args.resume, fresh=args.fresh,
+                         address=args.address, num_cpus=args.num_cpus, share=args.share,
+                         tracking_uri=args.tracking_uri, optuna_storage=optuna_url)
     return 0 if outcome else 1

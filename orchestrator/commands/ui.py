@@ -1,4 +1,8 @@
-"""`ifdd ui`: the MLflow UI on the project's tracking store (loopback by default), stopped cleanly by Ctrl-C."""
+"""`ifdd ui`: the MLflow UI on the project's tracking store (loopback by default), stopped cleanly by Ctrl-C.
+
+The store is ``runs/mlflow.db``, or the PostgreSQL database a search logged to (``--tracking-uri
+postgresql+psycopg2://…``; the server process gets the password from PGPASSWORD or ~/.pgpass, never on its command
+line). Artifacts are served from ``runs/mlartifacts`` either way."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from orchestrator.env import NO_TELEMETRY
+from orchestrator.stores import check_postgres, is_postgres, mask_url
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -19,17 +24,21 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ui", help="serve the MLflow UI on the project's store (127.0.0.1 by default)",
                        description="Serve the MLflow UI (an `mlflow server`, 1 worker, job execution off) on the "
-                                   "project's tracking store runs/mlflow.db and artifacts runs/mlartifacts.")
+                                   "project's tracking store runs/mlflow.db (or --tracking-uri) and artifacts "
+                                   "runs/mlartifacts.")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; anything else is exposed)")
     p.add_argument("--runs", default="runs", help="the project's output folder (default runs/)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="backend store (default sqlite:///<abs>/runs/mlflow.db); postgresql+psycopg2://USER@HOST:"
+                        "PORT/DB for the PostgreSQL store a search used (password in PGPASSWORD or ~/.pgpass)")
     p.set_defaults(func=run)
 
 
-def server_command(runs: Path, host: str, port: int) -> list[str]:
+def server_command(runs: Path, host: str, port: int, store: str | None = None) -> list[str]:
     runs = runs.resolve()
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
-           "--backend-store-uri", f"sqlite:///{runs / 'mlflow.db'}",
+           "--backend-store-uri", store or f"sqlite:///{runs / 'mlflow.db'}",
            "--artifacts-destination", str(runs / "mlartifacts"),  # remote clients upload through the server
            "--host", host, "--port", str(port), "--workers", "1"]
     if host not in LOOPBACK:
@@ -41,13 +50,20 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port: must be 1-65535, got {args.port}")
     runs = Path(args.runs)
-    if not (runs / "mlflow.db").is_file():
+    store = args.tracking_uri
+    if store and not (store.startswith("sqlite:///") or is_postgres(store)):
+        raise ValueError(f"--tracking-uri: expected sqlite:///PATH or postgresql+psycopg2://USER@HOST:PORT/DB "
+                         f"(a backend store to serve), got {mask_url(store)}")
+    check_postgres(store, "--tracking-uri")
+    if store and store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        raise FileNotFoundError(f"--tracking-uri: {store}: no such sqlite store")
+    if not store and not (runs / "mlflow.db").is_file():
         raise FileNotFoundError(f"{runs / 'mlflow.db'}: no tracking store yet; run `ifdd demo` or `ifdd search` first")
     if args.host not in LOOPBACK:
         print(f"warning: --host {args.host} exposes the MLflow UI (and its REST API, which can delete runs) beyond "
               "this machine; prefer 127.0.0.1 with SSH port-forwarding", file=sys.stderr)
     env = {**os.environ, **NO_TELEMETRY, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(server_command(runs, args.host, args.port), env=env, start_new_session=True)
+    proc = subprocess.Popen(server_command(runs, args.host, args.port, store), env=env, start_new_session=True)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     try:
         deadline = time.time() + 60
@@ -61,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: mlflow server exited with code {proc.returncode} (port {args.port} in use?)",
                   file=sys.stderr)
             return 2
-        print(f"MLflow UI: {url}  (store {runs.resolve() / 'mlflow.db'}; Ctrl-C stops it)\n"
+        shown = mask_url(store) if store else runs.resolve() / "mlflow.db"
+        print(f"MLflow UI: {url}  (store {shown}; Ctrl-C stops it)\n"
               f"runs of the experiments: {url}/#/experiments/<id>/runs?workflowType=machine_learning", flush=True)
         proc.wait()
         return proc.returncode or 0

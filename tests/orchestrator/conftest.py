@@ -149,3 +149,67 @@ def write_space():
 @pytest.fixture(scope="session")
 def ifdd_env():
     return cli_env()
+
+
+# PostgreSQL -----------------------------------------------------------------------------------------------------
+class PostgresServer:
+    """A throwaway PostgreSQL on 127.0.0.1 with password auth (scram-sha-256) for the superuser ``postgres``."""
+
+    def __init__(self, bindir: Path, root: Path, port: int, password: str):
+        self.bindir, self.root, self.port, self.password = bindir, root, port, password
+
+    def url(self, db: str) -> str:
+        """A psycopg2 URL without the password (it comes from PGPASSWORD)."""
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{db}"
+
+    def createdb(self, name: str) -> str:
+        import subprocess
+
+        subprocess.run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                        name], check=True, env=self.env(), capture_output=True, timeout=60)
+        return self.url(name)
+
+    def env(self, password: str | None = None) -> dict[str, str]:
+        return {**cli_env(), "PGPASSWORD": password or self.password}
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    import os
+
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL server for the session (initdb + pg_ctl, fsync off, data dir from mkdtemp owned by the
+    postgres user since pytest's tmp dirs are 0700); tests create their own databases. Needs Debian's
+    `postgresql` package (.ci/run installs it)."""
+    import os
+    import secrets
+    import shutil
+    import subprocess
+    import tempfile
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        pytest.fail("PostgreSQL binaries not found under /usr/lib/postgresql: apt-get install postgresql")
+    bindir = found[-1].parent
+    root = Path(tempfile.mkdtemp(prefix="ifdd-pg-"))
+    password = secrets.token_urlsafe(16)
+    (root / "pw").write_text(password + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(root / "pw", "postgres")
+    data, port = root / "data", free_port()
+    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-A", "scram-sha-256", "-U", "postgres",
+                                 f"--pwfile={root / 'pw'}", "-N"]), check=True, capture_output=True, timeout=120)
+    (root / "pw").unlink()
+    opts = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w",
+                                 "start"]), check=True, capture_output=True, timeout=120)
+    try:
+        yield PostgresServer(bindir, root, port, password)
+    finally:
+        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                       capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
