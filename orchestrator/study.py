@@ -32,7 +32,7 @@ from orchestrator.search import (
     test_once,
 )
 from orchestrator.space import SearchSpace
-from orchestrator.tracking import Tracker, default_uri, flatten, git_commit
+from orchestrator.tracking import Tracker, default_uri, flatten, git_commit, mask_secrets
 from orchestrator.tracking_study import dataset_name, log_study, register_best, set_champion
 from orchestrator.tracking_tune import MLflowTrialCallback, TrialTracking, reconcile
 from orchestrator.train import write_summary
@@ -108,7 +108,7 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
     summary = summary_payload(space, results)
     summary["registry"] = {"model": f"ifdd-{dataset}", "champion_version": champion,
                            "folds": {str(c["fold"]): c["version"] for c in champions},
-                           "tracking_uri": uri, "experiment": space.name}
+                           "tracking_uri": mask_secrets(uri), "experiment": space.name}
     write_summary(paths.results / "summary.json", summary)
     (paths.results / "summary.md").write_text(summary_markdown(summary))
     print_summary(summary)
@@ -118,7 +118,7 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
         print(f"registered ifdd-{dataset}: aliases {aliases}, champion = "
               f"version {champion} (best selection value); load with mlflow.pytorch.load_model("
               f"'models:/ifdd-{dataset}@champion')")
-    print(f"MLflow: {uri} (experiment {space.name}); browse with `ifdd ui`")
+    print(f"MLflow: {mask_secrets(uri)} (experiment {space.name}); browse with `ifdd ui`")
     return True
 
 
