@@ -32,7 +32,7 @@ from orchestrator.search import (
     test_once,
 )
 from orchestrator.space import SearchSpace
-from orchestrator.tracking import Tracker, default_uri, flatten, git_commit, mask_secrets
+from orchestrator.tracking import Tracker, default_uri, flatten, git_commit, mask_secrets, split_credentials
 from orchestrator.tracking_study import dataset_name, log_study, register_best, set_champion
 from orchestrator.tracking_tune import MLflowTrialCallback, TrialTracking, reconcile
 from orchestrator.train import write_summary
@@ -53,7 +53,8 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
                tracking_uri: str | None = None) -> bool:
     """Run (or resume) every study of ``space``; True when all finished and the summary was written."""
     paths = Paths(storage, runs, space.name)
-    uri = tracking_uri or default_uri(runs)
+    # user:password@ goes to MLflow's credential variables here, so no copy of it reaches Tune's saved state
+    uri = split_credentials(tracking_uri) if tracking_uri else default_uri(runs)
     artifact_root = None if uri.startswith("http") else str((runs / "mlartifacts").resolve())
     paths.results.mkdir(parents=True, exist_ok=True)
     with init_lock(runs):  # fold jobs started together (ifdd launch) would race creating the sqlite schemas
