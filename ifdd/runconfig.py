@@ -126,7 +126,11 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} file not found")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML {what} file") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
 

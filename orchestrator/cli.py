@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from orchestrator.commands import cluster as cluster_cmd
 from orchestrator.commands import data as data_cmd
@@ -29,8 +30,17 @@ class UsageError(Exception):
     """Bad input detected by a command; printed as ``error: …`` with exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI contract: a bad flag, a missing argument or an unknown command is one ``error: …`` line
+    naming the command (not the whole usage block), exit code 2. Sub-commands inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        msg = " ".join(message.split())
+        self.exit(2, f"error: {self.prog}: {msg} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ifdd",
         description="Distributed hyperparameter search and nested cross-validation for IFDD on DFEW.",
     )
@@ -49,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError) as e:
+    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2

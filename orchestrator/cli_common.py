@@ -20,7 +20,12 @@ def resolve_storage(args: argparse.Namespace) -> str:
     if "://" in s:
         return s
     path = Path(s).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(f"--storage: {s} is a file, not a folder") from None
+    except OSError as e:
+        raise ValueError(f"--storage: cannot create {s} ({e.strerror})") from None
     return str(path)
 
 

@@ -28,6 +28,7 @@ def ensure_dataset(cfg: RunConfig, *, quiet: bool = False) -> RunConfig:
                                     f"`ifdd data index --root <DFEW root> --out {cfg.data.manifest}`")
         create_default_synthetic(absolute, quiet=quiet)
     cfg = with_overrides(cfg, {"data.manifest": str(absolute.resolve())})
+    sha = check_manifest(cfg)
     if cfg.data.cache_dir:
         cache = Path(cfg.data.cache_dir).expanduser().resolve()
         if not (cache / CACHE_INDEX).is_file():
@@ -37,7 +38,44 @@ def ensure_dataset(cfg: RunConfig, *, quiet: bool = False) -> RunConfig:
                                         f"--size {cfg.model.image_size}`")
             create_default_cache(absolute, cache, cfg.model.image_size, quiet=quiet)
         cfg = with_overrides(cfg, {"data.cache_dir": str(cache)})
+        check_cache(cfg, sha)
     return cfg
+
+
+def check_manifest(cfg: RunConfig) -> str:
+    """Read and validate the manifest in the driver (not first in the Ray workers); returns its content hash.
+
+    Raises:
+        ValueError: a file that is not an intact ``ifdd data index`` manifest, named ``data.manifest``.
+    """
+    from ifdd.data.manifest import load_manifest
+
+    try:
+        df = load_manifest(cfg.data.manifest)
+    except ValueError as e:
+        raise ValueError(f"data.manifest: {e}") from None
+    root = Path(cfg.data.root or df.attrs["ifdd"].get("root") or "")
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root: dataset root {root} not found (recorded in {cfg.data.manifest}; set "
+                                "data.root)")
+    return str(df.attrs["ifdd"].get("content_sha256", ""))
+
+
+def check_cache(cfg: RunConfig, manifest_sha: str) -> None:
+    """Open the clip cache's index in the driver: built from this manifest, with the model's frame count."""
+    from ifdd.data.cache import ClipCache
+
+    try:
+        cache = ClipCache(cfg.data.cache_dir)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"data.cache_dir: {cfg.data.cache_dir}: unreadable clip cache ({e}); rebuild it with "
+                         "`ifdd data cache`") from None
+    if manifest_sha and cache.manifest_sha256 != manifest_sha:
+        raise ValueError(f"data.cache_dir: {cfg.data.cache_dir} was built from another manifest than "
+                         f"{cfg.data.manifest}; rebuild it with `ifdd data cache`")
+    if cache.frames != cfg.model.num_frames:
+        raise ValueError(f"data.cache_dir: {cfg.data.cache_dir} holds {cache.frames} frames per clip; the model "
+                         f"needs {cfg.model.num_frames}")
 
 
 def create_default_cache(manifest: Path, cache: Path, size: int, *, quiet: bool = False) -> None:

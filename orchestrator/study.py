@@ -33,7 +33,7 @@ from orchestrator.search import (
 )
 from orchestrator.space import SearchSpace
 from orchestrator.stores import is_postgres, mask_url, schema_lock
-from orchestrator.tracking import Tracker, default_uri, flatten, git_commit
+from orchestrator.tracking import Tracker, default_uri, flatten, git_commit, mask_secrets, split_credentials
 from orchestrator.tracking_study import dataset_name, log_study, register_best, set_champion
 from orchestrator.tracking_tune import MLflowTrialCallback, TrialTracking, reconcile
 from orchestrator.train import write_summary
@@ -54,7 +54,8 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
                tracking_uri: str | None = None, optuna_storage: str | None = None) -> bool:
     """Run (or resume) every study of ``space``; True when all finished and the summary was written."""
     paths = Paths(storage, runs, space.name, optuna_storage)
-    uri = tracking_uri or default_uri(runs)
+    # user:password@ goes to MLflow's credential variables here, so no copy of it reaches Tune's saved state
+    uri = split_credentials(tracking_uri) if tracking_uri else default_uri(runs)
     artifact_root = None if uri.startswith("http") else str((runs / "mlartifacts").resolve())
     paths.results.mkdir(parents=True, exist_ok=True)
     # fold jobs started together (ifdd launch) would race creating the schemas (sqlite: file lock; PostgreSQL:
@@ -111,7 +112,7 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
     summary = summary_payload(space, results)
     summary["registry"] = {"model": f"ifdd-{dataset}", "champion_version": champion,
                            "folds": {str(c["fold"]): c["version"] for c in champions},
-                           "tracking_uri": mask_url(uri), "experiment": space.name}
+                           "tracking_uri": mask_secrets(uri), "experiment": space.name}
     summary["optuna_storage"] = mask_url(paths.optuna)
     write_summary(paths.results / "summary.json", summary)
     (paths.results / "summary.md").write_text(summary_markdown(summary))
@@ -122,9 +123,10 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
         print(f"registered ifdd-{dataset}: aliases {aliases}, champion = "
               f"version {champion} (best selection value); load with mlflow.pytorch.load_model("
               f"'models:/ifdd-{dataset}@champion')")
-    browse = mask_url(uri) if uri.startswith("http") else \
+    browse = mask_secrets(uri) if uri.startswith("http") else \
         f"`ifdd ui{' --tracking-uri ' + mask_url(uri) if is_postgres(uri) else ''}`"
-    print(f"MLflow: {mask_url(uri)} (experiment {space.name}); Optuna: {mask_url(paths.optuna)}; browse with {browse}")
+    print(f"MLflow: {mask_secrets(uri)} (experiment {space.name}); Optuna: {mask_url(paths.optuna)}; "
+          f"browse with {browse}")
     return True
 
 

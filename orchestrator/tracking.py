@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import subprocess
 import tempfile
 import time
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.env import no_calls_home
-from orchestrator.stores import check_postgres, mask_url
+from orchestrator.stores import check_postgres
 
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "ifdd"]
 """Explicit requirements for logged models: an autodetected ``torch==2.13.0+cpu`` would not resolve on a GPU box."""
@@ -54,36 +56,75 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-SECRET_HINTS = ("password", "secret", "token", "credential", "access_key")
+SECRET_HINTS = ("password", "passwd", "secret", "token", "credential", "access_key", "api_key", "apikey")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+_PARAM_SECRET = re.compile(r"([?&;][^=&;\s]*(?:password|passwd|secret|token)[^=&;\s]*=)[^&;\s]*", re.IGNORECASE)
+
+
+def _secret_env_values() -> list[str]:
+    """Values of environment variables that hold credentials (MLFLOW_TRACKING_PASSWORD, AWS_SECRET_ACCESS_KEY,
+    PGPASSWORD, …), longest first; short values are left alone (masking "1" everywhere would garble text)."""
+    vals = {v for k, v in os.environ.items() if any(h in k.lower() for h in SECRET_HINTS) and len(v) >= 6}
+    return sorted(vals, key=len, reverse=True)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the user:password of every URI and the value of every credential env var replaced by ***."""
+    text = _PARAM_SECRET.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+    for v in _secret_env_values():
+        text = text.replace(v, "***")
+    return text
 
 
 def safe_params(params: dict[str, Any]) -> dict[str, str]:
-    """Params as MLflow strings, never a credential: keys that look secret, and URIs with a password, are masked."""
+    """Params as MLflow strings, never a credential: keys that look secret, URIs with a password and the values
+    of credential env vars are masked."""
     out = {}
     for k, v in params.items():
-        s = str(v)
-        if any(h in k.lower() for h in SECRET_HINTS):
-            s = "***"
-        elif "://" in s:
-            s = mask_url(s)
+        s = "***" if any(h in k.lower() for h in SECRET_HINTS) else mask_secrets(str(v))
         out[k] = s[:500]
     return out
 
 
+def split_credentials(uri: str) -> str:
+    """An http(s) tracking URI without its ``user:password@``, which moves to MLflow's own credential variables
+    (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``): MLflow prints the tracking URI in its "View run"
+    lines, so a password left in it would reach stdout and the logs."""
+    import urllib.parse
+
+    if not uri.startswith("http") or "@" not in uri.split("://", 1)[1].split("/", 1)[0]:
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
 def check_uri(uri: str | None) -> None:
     """Fail fast (ValueError naming --tracking-uri) if a tracking server does not answer its /health, or a
-    PostgreSQL backend store is malformed, carries a password or cannot be connected to."""
+    PostgreSQL backend store is malformed, carries a password or cannot be connected to.
+
+    Credentials of a server (``user:password@`` in the URI, or MLFLOW_TRACKING_USERNAME/PASSWORD) are sent as HTTP
+    basic auth, never printed."""
     check_postgres(uri, "--tracking-uri")
     if uri and uri.startswith("http"):
+        import base64
         import urllib.request
 
+        bare = split_credentials(uri)
+        req = urllib.request.Request(f"{bare.rstrip('/')}/health")
+        if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+            user_pass = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+            req.add_header("Authorization", "Basic " + base64.b64encode(user_pass.encode()).decode())
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10) as r:
                 if r.status != 200:
                     raise OSError(f"HTTP {r.status}")
-        except OSError as e:
-            raise ValueError(f"--tracking-uri: no MLflow server answers at {uri} ({e}); start one "
-                             "(e.g. `ifdd ui`) or fix the URI") from None
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--tracking-uri: no MLflow server answers at {mask_secrets(uri)} "
+                             f"({mask_secrets(str(e))}); start one (e.g. `ifdd ui`) or fix the URI") from None
 
 
 class Tracker:
@@ -94,7 +135,7 @@ class Tracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        self.uri = uri
+        self.uri = uri = split_credentials(uri)
         self.artifact_root = artifact_root
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(tracking_uri=uri)
@@ -126,7 +167,7 @@ class Tracker:
         all_tags = dict(tags)
         if parent:
             all_tags["mlflow.parentRunId"] = parent
-        return self.client.create_run(exp_id, tags=all_tags, run_name=name).info.run_id
+        return self.client.create_run(exp_id, tags=safe_params(all_tags), run_name=name).info.run_id
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -146,13 +187,13 @@ class Tracker:
             self.client.log_batch(run_id, metrics=items)
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(run_id, k, str(v))
+        for k, v in safe_params(tags).items():
+            self.client.set_tag(run_id, k, v)
 
     def log_json(self, run_id: str, name: str, payload: Any) -> None:
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / name
-            path.write_text(json.dumps(payload, indent=2, default=str))
+            path.write_text(mask_secrets(json.dumps(payload, indent=2, default=str)))
             self.client.log_artifact(run_id, str(path))
 
     def log_file(self, run_id: str, path: Path, subdir: str | None = None) -> None:

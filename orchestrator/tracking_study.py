@@ -17,7 +17,7 @@ import yaml
 
 from ifdd.config import to_dict
 from orchestrator.report_text import SELECTION_LABEL
-from orchestrator.tracking import PIP_REQUIREMENTS, flatten
+from orchestrator.tracking import PIP_REQUIREMENTS, flatten, mask_secrets
 from orchestrator.tracking_tune import TrialTracking
 
 CLASS_NAMES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
@@ -70,7 +70,7 @@ def log_study(tracking: TrialTracking, res, space, cfg) -> str:
     tracker.set_tags(parent, {"ifdd.best_trial": res.best.trial_id})
     tracker.log_metrics(parent, {f"selected_{k}": v for k, v in res.best.values.items()}, 0)
     with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "resolved_config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        (Path(d) / "resolved_config.yaml").write_text(mask_secrets(yaml.safe_dump(to_dict(cfg), sort_keys=False)))
         tracker.log_file(parent, Path(d) / "resolved_config.yaml")
         for fold, test in sorted(res.tests.items()):
             suffix = "" if len(res.tests) == 1 else f"_fold{fold}"

@@ -13,6 +13,8 @@ from typing import Any
 
 import ray.tune
 
+from orchestrator.tracking import mask_secrets
+
 EPOCH_METRICS = ("train_loss", "train_ce", "train_gc", "val_uar", "val_war", "val_loss", "lr", "clips_per_s",
                  "epoch_s", "ckpt_val_uar", "ckpt_val_war", "infeasible")
 
@@ -66,7 +68,8 @@ class MLflowTrialCallback(ray.tune.Callback):
             return fn(*args)
         except Exception as e:  # noqa: BLE001 - tracking must never stop a study
             self.failed = True
-            print(f"warning: MLflow logging failed ({' '.join(str(e).split())[:200]}); the study continues and the "
+            detail = mask_secrets(" ".join(str(e).split()))[:200]
+            print(f"warning: MLflow logging failed ({detail}); the study continues and the "
                   "missing epochs are logged from the checkpoints after it", file=sys.stderr, flush=True)
             return None
 

@@ -144,9 +144,15 @@ class ClipCache:
             index = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
-        if index.get("format") != FORMAT or index.get("version") != VERSION:
-            raise ValueError(f"{path}: unsupported cache format {index.get('format')!r} v{index.get('version')}")
+        if not isinstance(index, dict) or index.get("format") != FORMAT or index.get("version") != VERSION:
+            fmt = index if not isinstance(index, dict) else f"{index.get('format')!r} v{index.get('version')}"
+            raise ValueError(f"{path}: unsupported cache format {fmt}")
+        missing = [k for k in ("frames", "size", "manifest_sha256", "clips", "shards") if k not in index]
+        if missing:
+            raise ValueError(f"{path}: {', '.join(missing)} missing; not written by `ifdd data cache`")
         for s in index["shards"]:
+            if not isinstance(s, dict) or not isinstance(s.get("file"), str) or Path(s["file"]).name != s["file"]:
+                raise ValueError(f"{path}: shards: expected entries {{file: shard-NNNNN.arrow}}, got {s!r}")
             if not (self.dir / s["file"]).is_file():
                 raise FileNotFoundError(f"{self.dir / s['file']}: cache shard missing")
         self.index = index

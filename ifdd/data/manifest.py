@@ -218,6 +218,11 @@ def _probe_row(root: Path, real_root: Path, rel: str, kind: str, min_frames: int
     if not path.resolve().is_relative_to(real_root):
         out["reason"] = f"outside root: {rel} resolves to {path.resolve()}"
         return out
+    if kind == "frames":  # a frame file linked out of the root is as foreign as a linked folder
+        for f in sorted(path.iterdir()):
+            if not f.resolve().is_relative_to(real_root):
+                out["reason"] = f"outside root: {rel}/{f.name} resolves to {f.resolve()}"
+                return out
     try:
         info = probe(path, kind, full=full)
     except MediaError as e:
@@ -323,9 +328,14 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     meta = dict(df.attrs["ifdd"], content_sha256=content_hash(df))
     table = pa.Table.from_pandas(df[SCHEMA.names], schema=SCHEMA, preserve_index=False)
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; give the manifest's file name")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -95,6 +95,8 @@ def run_index(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers: must be >= 1, got {args.workers}")
+    if Path(args.out).is_dir():  # checked before opening every clip
+        raise IsADirectoryError(f"--out: {args.out} is a folder; give the manifest's file name")
     df = build_manifest(args.root, media=args.media, val_fraction=args.val_fraction, seed=args.seed,
                         min_frames=args.min_frames, verify=args.verify, workers=args.workers,
                         progress=_progress("opening clips", args.quiet))

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space).with_folds(parse_folds(args.folds), None)
     runs = Path(args.storage).expanduser().resolve().parent
     optuna_url = check_stores(args.tracking_uri, args.optuna_storage, runs)  # before creating any data
+    storage = resolve_storage(args)  # a bad --storage fails before any data is created
     space = dataclasses.replace(space, base=ensure_dataset(space.base))
-    storage = resolve_storage(args)
     ok = run_search(space, storage=storage, runs=Path(storage).parent, resume=args.resume, fresh=not args.resume,
                     tracking_uri=args.tracking_uri, optuna_storage=optuna_url)
     print(f"\ndemo {'finished' if ok else 'stopped'} in {(time.perf_counter() - t0) / 60:.1f} min; results under "

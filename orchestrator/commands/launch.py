@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import time
 from pathlib import Path
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 - the SDK raises ConnectionError, RuntimeError, …
         raise ValueError(f"--address: cannot reach a Ray dashboard at {args.address} "
                          f"({' '.join(str(e).split())[:200]})") from None
-    runtime_env: dict = {"env_vars": {**NO_TELEMETRY, "RAY_AUTH_MODE": "disabled"}}
+    tracking_uri, credentials = job_tracking(args.tracking_uri)
+    runtime_env: dict = {"env_vars": {**NO_TELEMETRY, "RAY_AUTH_MODE": "disabled", **credentials}}
     if args.working_dir != "none":
         runtime_env |= {"working_dir": args.working_dir, "excludes": EXCLUDES}
     folds = list(space.protocol.folds)
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     for fold in folds:
         entry = (f"ifdd search --space {shlex.quote(args.space)} --folds {fold} --storage {shlex.quote(storage)} "
                  f"--share {len(folds)} --resume"
-                 + (f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else "")
+                 + (f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else "")
                  + (f" --optuna-storage {shlex.quote(args.optuna_storage)}" if args.optuna_storage else ""))
         job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env,
                                    submission_id=f"ifdd-{space.name}-fold{fold}-{stamp}",
@@ -95,6 +97,24 @@ def run(args: argparse.Namespace) -> int:
     if args.wait:
         return wait_for(client, [r["job_id"] for r in records])
     return 0
+
+
+def job_tracking(uri: str | None) -> tuple[str | None, dict[str, str]]:
+    """The tracking URI for a job's command line, without ``user:password@``, and the MLflow credential variables
+    the job gets instead: an entrypoint is recorded in runs/launch/ and listed by the dashboard."""
+    from orchestrator.tracking import split_credentials
+
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        bare = split_credentials(uri) if uri else uri
+        return bare, {k: os.environ[k] for k in keys if os.environ.get(k)}
+    finally:
+        for k, v in saved.items():  # submitting jobs must not change this process's credentials
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def wait_for(client, job_ids: list[str], poll_s: float = 5.0) -> int:

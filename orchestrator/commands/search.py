@@ -63,9 +63,13 @@ def run(args: argparse.Namespace) -> int:
     optuna_url = check_stores(args.tracking_uri, args.optuna_storage, runs)  # before creating any data
     for w in space.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise ValueError(f"--num-cpus: must be >= 1, got {args.num_cpus}")
+    if args.share < 1:
+        raise ValueError(f"--share: must be >= 1, got {args.share}")
+    storage = resolve_storage(args)  # a bad --storage fails before any data is created
     base = ensure_dataset(space.base)
     space = dataclasses.replace(space, base=base)
-    storage = resolve_storage(args)
     outcome = run_search(space, storage=storage, runs=runs, resume=args.resume, fresh=args.fresh,
                          address=args.address, num_cpus=args.num_cpus, share=args.share,
                          tracking_uri=args.tracking_uri, optuna_storage=optuna_url)

@@ -32,6 +32,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Flag values that need no cluster to judge, checked before Ray starts."""
+    if not 1 <= args.fold <= 5:
+        raise ValueError(f"--fold: must be 1-5, got {args.fold}")
+    if args.workers < 1:
+        raise ValueError(f"--workers: must be >= 1, got {args.workers}")
+    if args.cpus_per_worker is not None and args.cpus_per_worker <= 0:
+        raise ValueError(f"--cpus-per-worker: must be > 0, got {args.cpus_per_worker}")
+    if args.gpus_per_worker < 0:
+        raise ValueError(f"--gpus-per-worker: must be >= 0, got {args.gpus_per_worker}")
+    if args.max_failures < -1:
+        raise ValueError(f"--max-failures: must be >= 0 (or -1: retry forever), got {args.max_failures}")
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name) or args.name in (".", ".."):
+        raise ValueError(f"--name: letters, digits, '_', '.' and '-' only, got {args.name!r}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ifdd.runconfig import load_run_config, with_overrides
     from orchestrator.datasets import ensure_dataset
@@ -39,13 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.report_text import print_train_outcome
     from orchestrator.train import run_training, write_summary
 
-    if not 1 <= args.fold <= 5:
-        raise ValueError(f"--fold: must be 1-5, got {args.fold}")
+    check_flags(args)
     cfg = load_run_config(args.config)
     if args.epochs is not None:
         cfg = with_overrides(cfg, {"train.epochs": args.epochs})
+    storage = resolve_storage(args)  # a bad --storage fails before any data is created
     cfg = ensure_dataset(cfg)
-    storage = resolve_storage(args)
     name = args.name or f"train-{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(args.config).stem)}-fold{args.fold}"
     cluster = init_ray(args.address)
     res = size_workers(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker)

@@ -49,6 +49,9 @@ def server_command(runs: Path, host: str, port: int, store: str | None = None) -
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port: must be 1-65535, got {args.port}")
+    if args.host not in LOOPBACK:
+        print(f"warning: --host {args.host} exposes the MLflow UI (and its REST API, which can delete runs) beyond "
+              "this machine; prefer 127.0.0.1 with SSH port-forwarding", file=sys.stderr)
     runs = Path(args.runs)
     store = args.tracking_uri
     if store and not (store.startswith("sqlite:///") or is_postgres(store)):
@@ -59,9 +62,6 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--tracking-uri: {store}: no such sqlite store")
     if not store and not (runs / "mlflow.db").is_file():
         raise FileNotFoundError(f"{runs / 'mlflow.db'}: no tracking store yet; run `ifdd demo` or `ifdd search` first")
-    if args.host not in LOOPBACK:
-        print(f"warning: --host {args.host} exposes the MLflow UI (and its REST API, which can delete runs) beyond "
-              "this machine; prefer 127.0.0.1 with SSH port-forwarding", file=sys.stderr)
     env = {**os.environ, **NO_TELEMETRY, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(server_command(runs, args.host, args.port, store), env=env, start_new_session=True)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"

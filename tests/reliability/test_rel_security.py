@@ -1,0 +1,278 @@
+"""Security defaults: loopback services, no unsafe deserialisation, checkpoints refused when they hold code,
+credentials masked wherever they could be logged or printed."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE_DIRS = ("ifdd", "orchestrator", "bench", "tests")
+SECRET = "hunter2-Zq8!secret"
+ENV_SECRETS = {"MLFLOW_TRACKING_PASSWORD": "mlflow-pw-4711x", "AWS_SECRET_ACCESS_KEY": "aws-sk-0815abcd",
+               "PGPASSWORD": "pg-pw-2342zz"}
+
+
+# Unsafe deserialisation: an AST scan of the source tree -----------------------------------------------------------
+PICKLERS = {"pickle", "cPickle", "cloudpickle", "dill", "marshal", "joblib", "shelve", "_pickle"}
+
+
+def unsafe_calls(source: str, name: str = "<src>") -> list[str]:
+    """Calls that can run code from a file: yaml.load/full_load/unsafe_load (anything but safe_load), torch.load
+    without ``weights_only=True``, pickle-family loads, pandas read_pickle, numpy load with allow_pickle=True,
+    eval/exec, subprocess with shell=True."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        f, kw = node.func, {k.arg: k.value for k in node.keywords}
+        where = f"{name}:{node.lineno}"
+        true = lambda v: isinstance(v, ast.Constant) and v.value is True  # noqa: E731
+        if isinstance(f, ast.Name) and f.id in ("eval", "exec"):
+            found.append(f"{where}: {f.id}()")
+        if not isinstance(f, ast.Attribute):
+            continue
+        owner = f.value.id if isinstance(f.value, ast.Name) else ""
+        if owner == "yaml" and "load" in f.attr and f.attr not in ("safe_load", "safe_load_all"):
+            found.append(f"{where}: yaml.{f.attr}")
+        if owner == "torch" and f.attr == "load" and not true(kw.get("weights_only")):
+            found.append(f"{where}: torch.load without weights_only=True")
+        if owner in PICKLERS and (f.attr.startswith("load") or f.attr in ("Unpickler", "open")):
+            found.append(f"{where}: {owner}.{f.attr}")
+        if f.attr == "read_pickle":
+            found.append(f"{where}: read_pickle")
+        if owner in ("np", "numpy") and f.attr == "load" and true(kw.get("allow_pickle")):
+            found.append(f"{where}: np.load(allow_pickle=True)")
+        if owner == "subprocess" and true(kw.get("shell")):
+            found.append(f"{where}: subprocess shell=True")
+    return found
+
+
+def test_the_scanner_finds_every_unsafe_pattern():
+    bad = ("yaml.load(s)\nyaml.full_load(s)\nyaml.unsafe_load(s)\ntorch.load(p)\ntorch.load(p, weights_only=False)\n"
+           "pickle.load(f)\npickle.loads(b)\ncloudpickle.loads(b)\nmarshal.loads(b)\npd.read_pickle(p)\n"
+           "np.load(p, allow_pickle=True)\neval(s)\nexec(s)\nsubprocess.run(c, shell=True)\n")
+    assert len(unsafe_calls(bad)) == 14
+    good = "yaml.safe_load(s)\ntorch.load(p, weights_only=True)\nnp.load(p)\nmodel.eval()\nsubprocess.run(['ls'])\n"
+    assert unsafe_calls(good) == []
+
+
+def test_no_unsafe_deserialisation_in_the_source_tree():
+    files = [p for d in SOURCE_DIRS for p in sorted((ROOT / d).rglob("*.py"))]
+    assert len(files) > 50
+    found = [hit for p in files for hit in unsafe_calls(p.read_text(), str(p.relative_to(ROOT)))]
+    assert found == []
+
+
+def test_a_checkpoint_holding_code_is_refused_without_running_it(tmp_path):
+    from ifdd.checkpoint import CheckpointError, load_checkpoint
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "best.pt"
+    path.write_bytes(pickle.dumps({"model": Payload()}))
+    (tmp_path / "best.pt.sha256").write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  best.pt\n")
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+# Services on loopback ----------------------------------------------------------------------------------------------
+def listening(port: int) -> list[str]:
+    """Local addresses listening on TCP ``port`` (from ss)."""
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return sorted({line.split()[3].rsplit(":", 1)[0] for line in out.splitlines()})
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_defaults_to_loopback_and_warns_when_exposed(tmp_path, capsys):
+    from orchestrator.cli import build_parser
+
+    assert build_parser().parse_args(["ui"]).host == "127.0.0.1"
+    assert main(["ui", "--host", "0.0.0.0", "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("warning: --host 0.0.0.0 exposes the MLflow UI") and err[1].startswith("error: ")
+    assert main(["ui", "--runs", str(tmp_path)]) == 2
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory):
+    """A real `ifdd ui` (mlflow server) on its default host, on a fresh store; yields (runs, port)."""
+    import signal
+    import time
+    import urllib.request
+
+    from orchestrator.tracking import Tracker, default_uri
+
+    runs = tmp_path_factory.mktemp("ui") / "runs"
+    Tracker(default_uri(runs), runs / "mlartifacts")  # creates the store's schema
+    port = free_port()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ifdd"), "ui", "--runs", str(runs), "--port",
+                             str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.5)
+        yield runs, port
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow  # the mlflow server takes ~25 s to start on 2 cores
+def test_ui_listens_on_loopback_only(ui_server):
+    _, port = ui_server
+    assert listening(port) == ["127.0.0.1"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_local_ray_dashboard_listens_on_loopback_only():
+    code = ("import ray\nfrom orchestrator.ray_env import init_ray\ninit_ray(None, num_cpus=1)\n"
+            "print('DASH', ray._private.worker.get_dashboard_url(), flush=True)\n"
+            "import subprocess, sys\nport = ray._private.worker.get_dashboard_url().rsplit(':', 1)[1]\n"
+            "print('SS', subprocess.run(['ss', '-ltnH', f'sport = :{port}'], capture_output=True, text=True).stdout)\n"
+            "ray.shutdown()\n")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180).stdout
+    dash = next(line.split()[1] for line in out.splitlines() if line.startswith("DASH"))
+    assert dash.startswith("127.0.0.1:"), dash
+    ss = out.split("SS", 1)[1].split()
+    addrs = {w.rsplit(":", 1)[0] for w in ss if w.endswith(":" + dash.rsplit(":", 1)[1])}
+    assert addrs == {"127.0.0.1"}, out
+
+
+# Credentials are never logged --------------------------------------------------------------------------------------
+def all_text(folder: Path) -> bytes:
+    return b"\n".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def assert_no_secret(blob: bytes | str, where: str) -> None:
+    data = blob.encode() if isinstance(blob, str) else blob
+    for s in (SECRET, *ENV_SECRETS.values()):
+        assert s.encode() not in data, f"{s} leaked into {where}"
+
+
+def log_a_run(uri: str, artifact_root: Path | None) -> str:
+    """What a study logs for one trial, through the project's Tracker: the flattened run config as params (whose
+    storage, weights and database URIs carry a password), identifying tags, a JSON artifact, a metric."""
+    from ifdd.config import to_dict
+    from ifdd.runconfig import run_config_from_dict
+    from orchestrator.tracking import Tracker, flatten
+
+    cfg = run_config_from_dict({"model": {"preset": "tiny"},
+                                "train": {"init_weights": f"s3://AKIAEXAMPLE:{SECRET}@bucket/k400.pth"}})
+    tracker = Tracker(uri, artifact_root)
+    exp = tracker.experiment("secrets")
+    run = tracker.run(exp, "trial-0", {"ifdd.study": "fold1",
+                                       "ifdd.storage": f"s3://key:{SECRET}@bucket/ray"})
+    tracker.log_params(run, {**flatten(to_dict(cfg)), "optuna.storage": f"postgresql://ifdd:{SECRET}@db:5432/optuna",
+                             "db_password": SECRET, "aws_region": ENV_SECRETS["AWS_SECRET_ACCESS_KEY"],
+                             "notes": f"store password {os.environ.get('MLFLOW_TRACKING_PASSWORD')}"})
+    tracker.set_tags(run, {"ifdd.tracking_uri": uri, "ifdd.note": f"pg {ENV_SECRETS['PGPASSWORD']}"})
+    tracker.log_json(run, "registry.json", {"tracking_uri": uri, "pw": ENV_SECRETS["PGPASSWORD"]})
+    tracker.log_metrics(run, {"val_uar": 0.5}, 1)
+    tracker.end(run)
+    return run
+
+
+def read_back(uri: str, run_id: str, tmp_path: Path) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    local = Path(client.download_artifacts(run_id, "", str(tmp_path / "dl")))
+    assert (local / "registry.json").is_file()
+    return repr(run.data.params) + repr(run.data.tags) + (local / "registry.json").read_text()
+
+
+def test_credentials_are_masked_in_a_sqlite_store(tmp_path, monkeypatch):
+    from orchestrator.tracking import default_uri
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    for k, v in ENV_SECRETS.items():
+        monkeypatch.setenv(k, v)
+    runs = tmp_path / "runs"
+    uri = default_uri(runs)
+    run_id = log_a_run(uri, runs / "mlartifacts")
+    text = read_back(uri, run_id, tmp_path)
+    assert "s3://***@bucket/k400.pth" in text and "postgresql://***@db:5432/optuna" in text
+    assert "'db_password': '***'" in text
+    assert_no_secret(text, "params, tags and artifacts")
+    assert_no_secret(all_text(runs), "the store and artifact folder")
+
+
+@pytest.mark.slow
+def test_credentials_in_a_tracking_server_url_are_masked(ui_server, tmp_path, monkeypatch, capsys):
+    """user:password@ in --tracking-uri works against a real server (basic auth) and is never logged or printed."""
+    runs, port = ui_server
+    for k, v in ENV_SECRETS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)  # the URL's password takes its place
+    uri = f"http://alice:{SECRET}@127.0.0.1:{port}"
+    run_id = log_a_run(uri, None)
+    text = read_back(uri, run_id, tmp_path)
+    assert f"http://***@127.0.0.1:{port}" in text
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == SECRET  # MLflow's own basic-auth variable, not the URI
+    assert_no_secret(text, "params, tags and artifacts")
+    assert_no_secret(all_text(runs), "the server's store and artifacts")
+    out = capsys.readouterr().out
+    assert f"View run trial-0 at: http://127.0.0.1:{port}/" in out  # MLflow prints the URI it was given
+    assert_no_secret(out, "stdout")
+
+
+def test_a_bad_tracking_url_with_a_password_is_not_printed(tmp_path, capsys):
+    port = free_port()  # nothing listens there
+    for host in (f"127.0.0.1:{port}", "no-such-host.invalid"):
+        rc = main(["search", "--space", str(ROOT / "search_spaces" / "smoke.yaml"), "--storage",
+                   str(tmp_path / "runs" / "ray"), "--tracking-uri", f"http://alice:{SECRET}@{host}"])
+        out, err = capsys.readouterr()
+        assert rc == 2 and err.startswith("error: --tracking-uri: no MLflow server answers at http://***@"), err
+        assert_no_secret(out + err, "the error")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_launch_moves_url_credentials_out_of_the_job_command_line(monkeypatch):
+    from orchestrator.commands.launch import job_tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    bare, env = job_tracking(f"http://alice:{SECRET}@head:5000")
+    assert bare == "http://head:5000"
+    assert env == {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": SECRET}
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ  # the submitting process is left as it was
+    assert job_tracking(None) == (None, {})
