@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     check_uri(args.tracking_uri)  # before creating any data
     for w in space.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    storage = resolve_storage(args)  # free-space preflight before any data is written
     base = ensure_dataset(space.base)
     space = dataclasses.replace(space, base=base)
-    storage = resolve_storage(args)
     outcome = run_search(space, storage=storage, runs=Path(storage).parent if "://" not in storage else Path("runs"),
                          resume=args.resume, fresh=args.fresh, address=args.address, num_cpus=args.num_cpus,
                          share=args.share, tracking_uri=args.tracking_uri)

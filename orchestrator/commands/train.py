@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config)
     if args.epochs is not None:
         cfg = with_overrides(cfg, {"train.epochs": args.epochs})
+    storage = resolve_storage(args)  # free-space preflight before any data is written
     cfg = ensure_dataset(cfg)
-    storage = resolve_storage(args)
     name = args.name or f"train-{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(args.config).stem)}-fold{args.fold}"
     cluster = init_ray(args.address)
     res = size_workers(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker)
