@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted", file=sys.stderr)
             return 130
         rc = PREEMPTED_EXIT
+    except SystemExit:  # Ray Train's SIGINT handler exits after aborting the run
+        if not preempted():
+            raise
+        rc = PREEMPTED_EXIT
     if preempted():
         argv = sys.argv[1:] if argv is None else argv
         print(f"preempted: stopped on SIGTERM; checkpoints and finished trials are kept; continue with: "

@@ -26,10 +26,21 @@ def _on_sigterm(signum, frame) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
+_installed: list[bool] = []
+
+
 def install() -> None:
-    """Route SIGTERM through the graceful SIGINT path (main thread only, as Python requires)."""
+    """Route SIGTERM through the graceful SIGINT path (main thread only, as Python requires). ``ray.init``
+    replaces the handler with Ray's own (it aborts the process), so ``init_ray`` calls ``reinstall`` after it."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        _installed.append(True)
+
+
+def reinstall() -> None:
+    """Take SIGTERM back after ``ray.init`` if the CLI installed the handler (library callers are left alone)."""
+    if _installed:
+        install()
 
 
 def preempted() -> bool:

@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ifdd.runconfig import load_run_config, with_overrides
     from orchestrator.datasets import ensure_dataset
+    from orchestrator.preempt import PREEMPTED_EXIT, preempted
     from orchestrator.ray_env import init_ray, size_workers
     from orchestrator.report_text import print_train_outcome
     from orchestrator.train import run_training, write_summary
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
           f"{f' × {res.gpus_per_worker:g} GPU' if res.use_gpu else ''}, storage {storage}")
     outcome = run_training(cfg, args.fold, name=name, storage=str(storage), res=res, selection=args.selection,
                            max_failures=args.max_failures, fresh=args.fresh)
+    if preempted():  # aborted by SIGTERM: checkpoints kept, nothing tested or summarised (cli.main says so)
+        return PREEMPTED_EXIT
     test = None
     if outcome.status == "finished" and outcome.checkpoint_dir:
         from ifdd.pipeline import evaluate_checkpoint
