@@ -101,7 +101,8 @@ def mlflow_counts(uri: str, experiment: str, model: str) -> dict:
             "epochs": {r.data.tags.get("ifdd.trial_id"): sorted(m.step for m in client.get_metric_history(
                 r.info.run_id, "val_uar")) for r in children},
             "statuses": sorted(r.info.status for r in children),
-            "versions": sorted(int(v.version) for v in versions), "aliases": aliases}
+            "versions": sorted(int(v.version) for v in versions),
+            "aliases": {k: int(v) for k, v in aliases.items()}}  # the REST store gives str, sqlite int
 
 
 def start_mlflow_server(store: Path, port: int, env: dict, log: Path) -> subprocess.Popen:

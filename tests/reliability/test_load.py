@@ -4,6 +4,7 @@ fold, 20 in all. Every study finishes complete, and afterwards the cluster holds
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -30,10 +31,15 @@ def worker_nodes(ray_head, tmp_path, ifdd_env):
     import ray
 
     address, _ = ray_head
-    procs = [subprocess.Popen(["ray", "start", f"--address={address}", "--block", "--num-cpus=2",
-                               "--node-ip-address=127.0.0.1", "--disable-usage-stats"], env=ifdd_env,
-                              stdout=open(tmp_path / f"worker{i}.log", "w"), stderr=subprocess.STDOUT,
-                              start_new_session=True) for i in range(2)]
+    procs = []
+    for i in range(2):  # nodes on one host need their own agent ports (the head already holds the fixed defaults)
+        ports = {flag: _fx.free_port() for flag in ("metrics-export-port", "dashboard-agent-listen-port",
+                                                     "dashboard-agent-grpc-port", "runtime-env-agent-port")}
+        procs.append(subprocess.Popen(
+            ["ray", "start", f"--address={address}", "--block", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+             "--disable-usage-stats", *(f"--{k}={v}" for k, v in ports.items())],
+            env=ifdd_env, stdout=open(tmp_path / f"worker{i}.log", "w"), stderr=subprocess.STDOUT,
+            start_new_session=True))
     try:
         ray.init(address=address)
         fc.wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 3, 120, "3 live nodes")
@@ -41,7 +47,7 @@ def worker_nodes(ray_head, tmp_path, ifdd_env):
     finally:
         ray.shutdown()
         for p in procs:
-            with __import__("contextlib").suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             try:
