@@ -1,7 +1,8 @@
 """The ``ifdd`` command.
 
 Contract (design.md): exit 0 on success; exit 2 with a one-line ``error: …`` on stderr, naming the file/field and
-what is wrong, on bad input. Every subcommand has ``--help``. Subcommands are registered by the modules in
+what is wrong, on bad input; exit 143 with a ``preempted:`` line after SIGTERM (orchestrator/preempt.py). Every
+subcommand has ``--help``. Subcommands are registered by the modules in
 ``orchestrator/commands``; a command that is not built yet is absent rather than a placeholder.
 """
 
@@ -21,6 +22,7 @@ from orchestrator.commands import search as search_cmd
 from orchestrator.commands import train as train_cmd
 from orchestrator.commands import ui as ui_cmd
 from orchestrator.env import no_calls_home
+from orchestrator.preempt import PREEMPTED_EXIT, install, preempted, resume_command
 
 COMMAND_GROUPS = [model_cmd, data_cmd, train_cmd, search_cmd, launch_cmd, report_cmd, ui_cmd, demo_cmd,
                   cluster_cmd]
@@ -57,15 +59,28 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    install()  # SIGTERM: stop cleanly, keep checkpoints, exit 143
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
     except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        if not preempted():
+            print("interrupted", file=sys.stderr)
+            return 130
+        rc = PREEMPTED_EXIT
+    except SystemExit:  # Ray Train's SIGINT handler exits after aborting the run
+        if not preempted():
+            raise
+        rc = PREEMPTED_EXIT
+    if preempted():
+        argv = sys.argv[1:] if argv is None else argv
+        print(f"preempted: stopped on SIGTERM; checkpoints and finished trials are kept; continue with: "
+              f"{resume_command(argv)}", file=sys.stderr, flush=True)
+        return PREEMPTED_EXIT
+    return rc
 
 
 if __name__ == "__main__":

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from pathlib import Path
 
 DEFAULT_STORAGE = "runs/ray"
+MIN_FREE_MB = 1024
+"""Free space a run needs on its storage and runs/ paths before it starts (checkpoints, MLflow store, Optuna db);
+``IFDD_MIN_FREE_MB`` overrides it (0 turns the check off)."""
 
 
 def add_storage_args(p: argparse.ArgumentParser) -> None:
@@ -26,7 +31,22 @@ def resolve_storage(args: argparse.Namespace) -> str:
         raise NotADirectoryError(f"--storage: {s} is a file, not a folder") from None
     except OSError as e:
         raise ValueError(f"--storage: cannot create {s} ({e.strerror})") from None
+    check_free_space(path, "--storage")
+    check_free_space(path.parent, "--storage (its parent holds runs/: MLflow, Optuna, summaries)")
     return str(path)
+
+
+def check_free_space(path: Path, what: str) -> None:
+    """ValueError naming ``what`` if ``path``'s filesystem has less than IFDD_MIN_FREE_MB (default 1024) free."""
+    raw = os.environ.get("IFDD_MIN_FREE_MB", str(MIN_FREE_MB))
+    try:
+        need = float(raw)
+    except ValueError:
+        raise ValueError(f"IFDD_MIN_FREE_MB: expected a number of MiB, got {raw!r}") from None
+    free = shutil.disk_usage(path).free / 2**20
+    if free < need:
+        raise ValueError(f"{what}: {path} has {free:.0f} MiB free, below the {need:g} MiB a run needs "
+                         "(IFDD_MIN_FREE_MB); free some space or point --storage at a larger disk")
 
 
 def add_tracking_args(p: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from orchestrator.env import no_calls_home
+from orchestrator.preempt import reinstall as reinstall_sigterm
 
 WORKER_GROUP_START_TIMEOUT_S = "30"
 
@@ -46,6 +47,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
             # file) exists on this machine; joining one is what --address is for.
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), dashboard_host="127.0.0.1",
                      include_dashboard=True, log_to_driver=True)
+        reinstall_sigterm()  # ray.init installs its own SIGTERM handler, which aborts instead of saving
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 

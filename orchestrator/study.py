@@ -21,6 +21,7 @@ from orchestrator.report_text import SELECTION_LABEL
 from orchestrator.search import (
     Paths,
     StudyResult,
+    TrialRow,
     best_checkpoints,
     collect,
     make_tuner,
@@ -77,25 +78,42 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
           f"{space.protocol.selection}\ncluster {cluster.get('CPU', 0):g} CPU / {cluster.get('GPU', 0):g} GPU: "
           f"{plan.describe()}", flush=True)
     results: list[dict[str, Any]] = []
-    all_done = True
+    all_done, untracked = True, []
+
+    def study_tracking(study: str, folds: list[int]) -> TrialTracking:
+        return TrialTracking(uri, artifact_root, space.name, study,
+                             parent_tags={"ifdd.study": study, "ifdd.kind": "study"},
+                             base_params=flatten(to_dict(space.trial_base())),
+                             trial_tags={**common_tags, "ifdd.fold": ",".join(map(str, folds))})
+
     for study, folds in study_names(space):
         mode = prepare_study(space, study, paths, resume=resume, fresh=fresh)
         if mode == "done":
+            payload = json.loads(paths.study_json(study).read_text())
             print(f"\nstudy {study}: finished earlier, reusing {paths.study_json(study)}")
-            results.append(json.loads(paths.study_json(study).read_text()))
+            if payload.get("tracking_pending"):  # finished while the tracking store was down: log it now
+                print(f"study {study}: logging it to MLflow now ({payload['tracking_pending']})", flush=True)
+                payload.pop("tracking_pending")
+                if try_track(study_tracking(study, folds), result_from_payload(payload), space, paths, dataset,
+                             payload, common_tags):
+                    write_summary(paths.study_json(study), payload)
+                else:
+                    untracked.append(study)
+            results.append(payload)
             champions += results[-1].get("registered", [])
             continue
         print(f"\nstudy {study}: {'resuming' if mode == 'restore' else 'starting'} (folds {folds})", flush=True)
-        tracking = TrialTracking(uri, artifact_root, space.name, study,
-                                 parent_tags={"ifdd.study": study, "ifdd.kind": "study"},
-                                 base_params=flatten(to_dict(space.trial_base())),
-                                 trial_tags={**common_tags, "ifdd.fold": ",".join(map(str, folds))})
-        if mode == "new":
-            tracking.tracker.delete_study_runs(space.name, study)
-        tracking.tracker.set_tags(tracking.parent()[1], {**common_tags, "ifdd.fold": ",".join(map(str, folds))})
+        tracking = study_tracking(study, folds)
+        try:
+            if mode == "new":
+                tracking.tracker.delete_study_runs(space.name, study)
+            tracking.tracker.set_tags(tracking.parent()[1], {**common_tags, "ifdd.fold": ",".join(map(str, folds))})
+        except Exception as e:  # noqa: BLE001 - the store went down between studies: the callback warns too
+            print(f"warning: MLflow: {' '.join(str(e).split())[:200]}", file=sys.stderr)
         res = run_study(space, study, folds, paths, plan, restore=mode == "restore", tracking=tracking)
         payload = study_payload(res, space)
-        track_study(tracking, res, space, paths, dataset, payload)
+        if not try_track(tracking, res, space, paths, dataset, payload, common_tags):
+            untracked.append(study)
         champions += payload.get("registered", [])
         write_summary(paths.study_json(study), payload)
         print_study(res, space)
@@ -107,6 +125,17 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
             break
         results.append(payload)
     if not all_done:
+        return False
+    if untracked:
+        summary = summary_payload(space, results)
+        write_summary(paths.results / "summary.json", summary)
+        (paths.results / "summary.md").write_text(summary_markdown(summary))
+        print_summary(summary)
+        print(f"\nerror: MLflow at {uri} was unreachable; every trial and test result is saved under {paths.results} "
+              f"and in the Ray checkpoints, but studies {', '.join(untracked)} are not in MLflow and no champion "
+              f"was set. Once the server is back, log them with: ifdd search --space {space.path} --folds "
+              f"{','.join(map(str, space.protocol.folds))} --strategy {space.protocol.strategy} --resume",
+              file=sys.stderr, flush=True)
         return False
     champion = set_champion(tracker, dataset, champions)
     summary = summary_payload(space, results)
@@ -145,6 +174,35 @@ def manifest_hash(manifest: str) -> str:
     from ifdd.data.manifest import load_manifest
 
     return str(load_manifest(manifest).attrs["ifdd"].get("content_sha256", ""))[:16]
+
+
+def try_track(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, dataset: str,
+              payload: dict[str, Any], common_tags: dict[str, str]) -> bool:
+    """``track_study`` unless the tracking store is down: then the study's payload is marked ``tracking_pending``
+    (its Ray results are kept as they are) and False is returned; ``--resume`` logs it once the store is back. A
+    failure while the store answers its health check is a bug and is raised."""
+    try:
+        tracking.tracker.check()  # fails in seconds instead of MLflow's minutes of HTTP retries
+        tracking.tracker.set_tags(tracking.parent()[1], {**common_tags, "ifdd.fold": ",".join(map(str, res.folds))})
+        track_study(tracking, res, space, paths, dataset, payload)
+        return True
+    except Exception as e:  # noqa: BLE001 - decided below: an outage is recorded, anything else re-raised
+        try:
+            tracking.tracker.check()
+        except ValueError:
+            payload["tracking_pending"] = f"MLflow unreachable: {' '.join(str(e).split())[:200]}"
+            write_summary(paths.study_json(res.study), payload)
+            print(f"warning: study {res.study}: MLflow is unreachable; its results are saved in "
+                  f"{paths.study_json(res.study)} and will be logged by --resume", file=sys.stderr, flush=True)
+            return False
+        raise
+
+
+def result_from_payload(p: dict[str, Any]) -> StudyResult:
+    """The StudyResult a saved ``<study>.json`` describes (to log a study finished during a tracking outage)."""
+    return StudyResult(p["study"], list(p["folds"]), bool(p["complete"]), [TrialRow(**t) for t in p["trials"]],
+                       TrialRow(**p["best"]) if p.get("best") else None, list(p.get("pareto", [])),
+                       {int(k): v for k, v in p.get("tests", {}).items()}, p.get("note", ""))
 
 
 def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, dataset: str,

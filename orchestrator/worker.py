@@ -10,7 +10,9 @@ metrics; rank 0 attaches a checkpoint directory holding
   latest checkpoint always holds the best model).
 
 Both are written atomically with a checksum (``ifdd.checkpoint``). A restarted worker group (a killed worker under
-``FailureConfig(max_failures)``, or the same run name started again) resumes from ``ray.train.get_checkpoint()``.
+``FailureConfig(max_failures)``, or the same run name started again) resumes from ``ray.train.get_checkpoint()``;
+if that checkpoint fails its checksum (corrupt, or cut short by a full disk), it falls back to the run's previous
+checkpoint with a warning (``ifdd.checkpoint.load_first_valid``).
 
 The test split is never touched here: ``orchestrator.evaluate`` tests the chosen checkpoint once, afterwards.
 """
@@ -30,7 +32,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from ifdd.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from ifdd.checkpoint import capture_rng_state, load_first_valid, restore_rng_state, save_checkpoint
 from ifdd.config import to_dict
 from ifdd.engine import (
     LRSchedule,
@@ -112,6 +114,14 @@ def _quiet_ray_train_logs() -> None:
     logging.getLogger(storage_mod.__name__).setLevel(logging.WARNING)
 
 
+def _resume_candidates(latest: Path) -> list[Path]:
+    """The checkpoint Ray hands back, then the run's older checkpoints on local storage, newest first
+    (``checkpoint_<timestamp>`` names sort by time): the fallbacks if the latest fails its checksum."""
+    older = sorted((p for p in latest.parent.glob("checkpoint_*") if p.is_dir() and p.name < latest.name),
+                   reverse=True) if latest.name.startswith("checkpoint_") else []
+    return [latest, *older]
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: ``run`` (run-config dict), ``fold``, ``selection`` (val|test), ``threads``.
 
@@ -156,11 +166,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     best_weights, history = None, []
     ckpt = ray.train.get_checkpoint()
     if ckpt:
-        with ckpt.as_directory() as d:
-            if (Path(d) / "stop.json").is_file():
-                raise RuntimeError(f"this run stopped: {json.loads((Path(d) / 'stop.json').read_text())['reason']}; "
+        with ckpt.as_directory() as latest:
+            d, files = load_first_valid(_resume_candidates(Path(latest)), ("state.pt", "best.pt"), device,
+                                        warn=lambda msg: print(f"warning: rank {rank}: {msg}", flush=True))
+            if (d / "stop.json").is_file():
+                raise RuntimeError(f"this run stopped: {json.loads((d / 'stop.json').read_text())['reason']}; "
                                    "start it again with --fresh (or another --name) after fixing the config")
-            state = load_checkpoint(Path(d) / "state.pt", map_location=device)
+            state = files["state.pt"]
             _unwrap(model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
@@ -169,7 +181,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             restore_rng_state(state["rng"])
             best = state["best"]
             history = list(state.get("history", []))
-            best_weights = load_checkpoint(Path(d) / "best.pt")["model"] if (Path(d) / "best.pt").exists() else None
+            best_weights = files["best.pt"]["model"] if "best.pt" in files else None
             start_epoch = int(state["epoch"]) + 1
 
     step_loss = _collective_loss(loss_fn)

@@ -51,6 +51,7 @@ def check_flags(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from ifdd.runconfig import load_run_config, with_overrides
     from orchestrator.datasets import ensure_dataset
+    from orchestrator.preempt import PREEMPTED_EXIT, preempted
     from orchestrator.ray_env import init_ray, size_workers
     from orchestrator.report_text import print_train_outcome
     from orchestrator.train import run_training, write_summary
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config)
     if args.epochs is not None:
         cfg = with_overrides(cfg, {"train.epochs": args.epochs})
-    storage = resolve_storage(args)  # a bad --storage fails before any data is created
+    storage = resolve_storage(args)  # a bad --storage or a nearly full disk fails before any data is written
     cfg = ensure_dataset(cfg)
     name = args.name or f"train-{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(args.config).stem)}-fold{args.fold}"
     cluster = init_ray(args.address)
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
           f"{f' × {res.gpus_per_worker:g} GPU' if res.use_gpu else ''}, storage {storage}")
     outcome = run_training(cfg, args.fold, name=name, storage=str(storage), res=res, selection=args.selection,
                            max_failures=args.max_failures, fresh=args.fresh)
+    if preempted():  # aborted by SIGTERM: checkpoints kept, nothing tested or summarised (cli.main says so)
+        return PREEMPTED_EXIT
     test = None
     if outcome.status == "finished" and outcome.checkpoint_dir:
         from ifdd.pipeline import evaluate_checkpoint

@@ -1,0 +1,119 @@
+"""Checkpoint faults without Ray: a writer SIGKILLed mid-write, a corrupted checkpoint, a full disk, the free-space
+preflight. (Atomic write and checksum detection themselves are covered in tests/test_engine.py.)"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ifdd.checkpoint import CheckpointError, load_checkpoint, load_first_valid, save_checkpoint
+from orchestrator.cli import main
+
+WRITER = """
+import sys, torch
+from ifdd.checkpoint import save_checkpoint
+path, n = sys.argv[1], 0
+while True:
+    n += 1
+    save_checkpoint(path, {"epoch": n, "w": torch.full((4_000_000,), float(n))})  # 16 MB: a write takes a while
+    print(n, flush=True)
+"""
+
+
+@pytest.mark.slow  # ~20 s: six writer processes importing torch
+def test_writer_killed_mid_write_leaves_a_loadable_checkpoint(tmp_path):
+    """SIGKILL a process that rewrites one checkpoint in a loop, at 6 different moments: every time the file on
+    disk verifies and holds one complete epoch (never a mix), and it is never older than the last epoch reported."""
+    path = tmp_path / "state.pt"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for k in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+        done = int(proc.stdout.readline())  # at least one full write finished
+        time.sleep(0.05 + 0.07 * k)  # land the kill at different points of a write
+        os.kill(proc.pid, signal.SIGKILL)
+        rest = proc.stdout.read().split()
+        proc.wait()
+        last = int(rest[-1]) if rest else done
+        state = load_checkpoint(path)
+        assert state["epoch"] >= last and bool((state["w"] == float(state["epoch"])).all())
+    # a killed writer cannot clean up its hidden temp files; they never shadow the checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["state.pt", "state.pt.sha256"]
+
+
+def _ckpt_dirs(root: Path, n: int) -> list[Path]:
+    dirs = []
+    for epoch in range(1, n + 1):
+        d = root / f"checkpoint_2026-01-01_00-00-0{epoch}.000000"
+        save_checkpoint(d / "state.pt", {"epoch": epoch})
+        save_checkpoint(d / "best.pt", {"epoch": epoch, "model": {"w": torch.ones(2) * epoch}})
+        dirs.append(d)
+    return dirs[::-1]  # newest first
+
+
+def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path):
+    dirs = _ckpt_dirs(tmp_path, 3)
+    raw = bytearray((dirs[0] / "best.pt").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte in the newest checkpoint's best.pt
+    (dirs[0] / "best.pt").write_bytes(bytes(raw))
+    warnings: list[str] = []
+    used, files = load_first_valid(dirs, ("state.pt", "best.pt"), warn=warnings.append)
+    assert used == dirs[1] and files["state.pt"]["epoch"] == 2 and float(files["best.pt"]["model"]["w"][0]) == 2
+    assert len(warnings) == 1 and "SHA-256 mismatch" in warnings[0] and str(dirs[1]) in warnings[0]
+
+    (dirs[1] / "state.pt.sha256").unlink()  # a crash between the two renames: checksum missing
+    used, _ = load_first_valid(dirs, ("state.pt", "best.pt"), warn=warnings.append)
+    assert used == dirs[2] and "2 unusable" in warnings[-1]
+
+    (dirs[2] / "state.pt").write_bytes(b"")  # nothing usable left: a clear error, never a silent fresh start
+    with pytest.raises(CheckpointError, match="no usable checkpoint.*SHA-256 mismatch.*missing.*mismatch"):
+        load_first_valid(dirs, ("state.pt", "best.pt"), warn=warnings.append)
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str):
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_checkpoint_write_hitting_enospc_keeps_the_previous_one(tmp_path):
+    with small_tmpfs(tmp_path / "disk", "6m") as disk:
+        save_checkpoint(disk / "state.pt", {"epoch": 1, "w": torch.ones(500_000)})  # 2 MB
+        with pytest.raises(OSError) as info:
+            save_checkpoint(disk / "state.pt", {"epoch": 2, "w": torch.ones(1_500_000)})  # 6 MB: does not fit
+        assert info.value.errno == errno.ENOSPC and "the previous checkpoint is kept" in str(info.value)
+        assert load_checkpoint(disk / "state.pt")["epoch"] == 1
+        assert sorted(p.name for p in disk.iterdir()) == ["state.pt", "state.pt.sha256"]  # temp file removed
+
+
+def test_train_refuses_to_start_on_a_nearly_full_disk(tmp_path, capsys):
+    with small_tmpfs(tmp_path / "disk", "8m") as disk:
+        rc = main(["train", "--config", "search_spaces/smoke.yaml", "--fold", "1", "--storage", str(disk / "ray")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: --storage: {disk / 'ray'} has ") and "below the 1024 MiB" in err[0]
+
+
+def test_free_space_threshold_is_configurable(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IFDD_MIN_FREE_MB", str(2**40))  # more than any disk: the check must fire on tmp_path too
+    assert main(["search", "--space", "search_spaces/smoke.yaml", "--storage", str(tmp_path / "ray")]) == 2
+    err = capsys.readouterr().err
+    assert "IFDD_MIN_FREE_MB" in err and err.startswith("error: --storage:")
+    assert not (tmp_path / "search").exists() and not (tmp_path / "mlflow.db").exists()  # nothing written
+    monkeypatch.setenv("IFDD_MIN_FREE_MB", "lots")
+    assert main(["train", "--config", "search_spaces/smoke.yaml", "--fold", "1", "--storage", str(tmp_path)]) == 2
+    assert "error: IFDD_MIN_FREE_MB: expected a number of MiB, got 'lots'" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""`ifdd train` preempted by SIGTERM: it stops cleanly (exit 143, one `preempted:` line, checkpoints kept); its
+newest checkpoints are then corrupted, and the same command resumes from the last one that verifies, with a
+warning, losing and repeating no epoch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from ifdd.checkpoint import load_checkpoint
+
+_spec = importlib.util.spec_from_file_location("faults_common", Path(__file__).with_name("faults_common.py"))
+fc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fc)
+_fx = fc.orchestrator_fixtures()
+small_manifest, write_run_yaml = _fx.small_manifest, _fx.write_run_yaml
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_sigterm_then_corrupt_checkpoint_then_resume_loses_no_epoch(small_manifest, tmp_path, write_run_yaml):
+    cfg = write_run_yaml(tmp_path / "run.yaml", small_manifest, train={"epochs": 6, "max_steps_per_epoch": 3})
+    storage = tmp_path / "runs" / "ray"
+    argv = ["train", "--config", str(cfg), "--fold", "1", "--storage", str(storage), "--name", "pre"]
+    env = {**_fx.cli_env(), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60"}
+    run = storage / "pre"
+
+    first = fc.Proc(argv, tmp_path, env)
+    fc.wait_for(lambda: len(fc.checkpoints(run)) >= 3, 300, "three checkpoints", first)
+    first.signal(signal.SIGTERM)
+    rc = first.wait(180)
+    assert rc == 143, first.out[-3000:]
+    preempted = fc.grep(r"^preempted: ", first.out)
+    assert len(preempted) == 1 and f"continue with: ifdd train --config {cfg}" in preempted[0], first.out[-3000:]
+    assert not (storage.parent / "train" / "pre" / "summary.json").exists()  # it did not pretend to finish
+    kept = fc.checkpoints(run)
+    assert kept, "no checkpoint kept after SIGTERM"
+
+    # the newest checkpoints go bad (a disk error, a copy cut short): every one but the oldest kept
+    for d in kept[1:]:
+        fc.flip_byte(d / "state.pt")
+    fallback_epoch = int(load_checkpoint(kept[0] / "state.pt")["epoch"])
+
+    second = fc.Proc(argv, tmp_path, env)
+    rc = second.wait(600)
+    assert rc == 0, second.out[-4000:]
+    warnings = fc.grep(r"warning: rank 0: skipped \d+ unusable checkpoint", second.out)
+    assert warnings and "SHA-256 mismatch" in warnings[0] and f"resuming from {kept[0]}" in warnings[0], \
+        second.out[-4000:]
+    summary = json.loads((storage.parent / "train" / "pre" / "summary.json").read_text())
+    assert fc.epochs_of(summary["history"]) == [1, 2, 3, 4, 5, 6], summary["history"]
+    resumed_at = {h["start_epoch"] for h in summary["history"]} - {1}
+    assert len(resumed_at) == 1, summary["history"]  # one resume, from the checkpoint that verified
+    assert resumed_at == {fallback_epoch + 1}
+    assert summary["status"] == "finished" and summary["test"]["clips"] > 0
