@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow test-all lint bench clean
+.PHONY: install demo test test-slow test-cluster test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,15 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m "slow" --durations=15
+	$(PY) -m pytest -q -m "slow and not cluster" --durations=15
+
+# A real `ray up` over SSH to 127.0.0.1 (needs sshd, ssh, rsync). `ray down` is a machine-wide `ray stop`, so it runs
+# alone, in its own pytest process, holding /tmp/ifdd-ray.lock.
+test-cluster: $(STAMP)
+	$(PY) -m pytest -q -m "cluster" --durations=5
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -m "not cluster" --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
