@@ -112,6 +112,12 @@ def section_ablation(d: dict, plots: Path) -> list[str]:
                      t["best_epoch_mean"]])
     out += _table(["variant", "group", "runs", "test UAR", "test WAR", "inner-val UAR (selected)",
                    "selected epoch (mean)"], rows)
+    runs = [r for r in d.get("runs", []) if "val_uar_curve" in r]
+    if runs:
+        last = sum(r["best_epoch"] == len(r["val_uar_curve"]) for r in runs)
+        out += [f"Reading: chance UAR is 1/7 = 0.143. {last} of {len(runs)} runs selected their last epoch on "
+                "inner-val, i.e. were still improving when the budget ended: these are early-training figures "
+                "(the budget, not convergence), and single-run grid points carry no error bar.", ""]
     if d.get("paired"):
         out += ["Paired test-UAR differences (same seed and fold):", ""]
         out += _table(["a", "b", "pairs", "mean a−b", "std", "a better"],
