@@ -1,7 +1,7 @@
 """Ablation on the synthetic set: full IFDD vs no-ISSM vs no-LADM vs the baseline (both off), and a small
 split_ratio × lifting_depth grid, nested protocol, mean ± std test UAR/WAR per variant.
 
-Each run trains the tiny model in-process (``bench/common.py`` ``fit``: ``ifdd.engine``, 8×64² decoded clips) on a
+Each run trains the tiny model in-process (``bench/bench_common.py`` ``fit``: ``ifdd.engine``, 8×64² decoded clips) on a
 fold's inner-train split, keeps the epoch with the best inner-val UAR, and evaluates that checkpoint once on the
 fold's test split: the reported test UAR/WAR are nested estimates, never best-on-test. Runs go to a pool of
 ``--procs`` spawned processes with one torch thread each. The switches are ``ModelConfig.use_issm`` / ``use_ladm``;
@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCH_MODEL, MemoryData, fit, machine, synthetic_memory, write_json  # noqa: E402
+from bench_common import BENCH_MODEL, MemoryData, fit, machine, synthetic_memory, write_json  # noqa: E402
 
 from ifdd.runconfig import run_config_from_dict  # noqa: E402
 

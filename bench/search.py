@@ -2,7 +2,7 @@
 trial budget, on the synthetic set with the tiny model, several seeds.
 
 Both arms run in Ray Tune on a local Ray with ``max_concurrent_trials`` trials at a time, each trial one CPU and one
-torch thread: a function trainable that trains the run config in-process with ``ifdd.engine`` (``bench/common.py``
+torch thread: a function trainable that trains the run config in-process with ``ifdd.engine`` (``bench/bench_common.py``
 ``fit``: fold 1, inner-train, ranked on inner-val UAR every epoch) on the decoded 8×64² clips, which Ray hands to
 every trial from its object store. The space, base config and budget come from ``bench/search_space.yaml`` read by
 ``orchestrator/space.py`` (the same parser and Optuna distributions ``ifdd search`` uses):
@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MemoryData, fit, machine, synthetic_memory, write_json  # noqa: E402
+from bench_common import MemoryData, fit, machine, synthetic_memory, write_json  # noqa: E402
 
 from ifdd.runconfig import with_overrides  # noqa: E402
 from orchestrator.space import SearchSpace, load_space  # noqa: E402
