@@ -28,7 +28,7 @@ RAY_SCRIPTS = ("train", "search", "overhead")
 @contextlib.contextmanager
 def ray_lock(needed: bool):
     """On a shared box, ``IFDD_BENCH_RAY_LOCK=<file>`` serialises the Ray-starting scripts with other Ray users
-    (an exclusive flock held only while such a script runs); yields the seconds spent waiting for it."""
+    (an exclusive flock held while they run, one after another); yields the seconds spent waiting for it."""
     path = os.environ.get("IFDD_BENCH_RAY_LOCK")
     if not (needed and path):
         yield 0.0
@@ -64,25 +64,27 @@ def main() -> None:
     t0, seconds = time.perf_counter(), {}
     load = os.getloadavg()[0]
     failed, lock_wait = [], {}
-    for name in ("model", "data", "ablation", "train", "search", "overhead"):  # the Ray ones last
-        cmd = [sys.executable, str(HERE / f"{name}.py")]
-        if name in ("model", "data", "train"):
-            cmd += QUICK[name] if args.quick else []
-        else:
-            cmd += ["--quick"] if args.quick else BUDGET[name]
-            cmd += ["--workdir", work, "--out", str(out / f"{name}.json")]
-        with ray_lock(name in RAY_SCRIPTS) as waited:
-            lock_wait[name] = waited
-            t1 = time.perf_counter()
-            res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE if name in QUICK else None, text=True)
-        seconds[name] = round(time.perf_counter() - t1, 1)
-        if res.returncode:
-            failed.append(name)
-            print(f"== bench/{name}.py FAILED (exit {res.returncode}) after {seconds[name]:.0f} s", flush=True)
-            continue
-        if name in QUICK:
-            (out / f"{name}.json").write_text(res.stdout)
-        print(f"== bench/{name}.py: {seconds[name]:.0f} s", flush=True)
+    for group in (("model", "data", "ablation"), RAY_SCRIPTS):  # one lock acquisition for all the Ray ones
+        with ray_lock(group == RAY_SCRIPTS) as waited:
+            lock_wait[group[0]] = waited
+            for name in group:
+                cmd = [sys.executable, str(HERE / f"{name}.py")]
+                if name in QUICK:
+                    cmd += QUICK[name] if args.quick else []
+                else:
+                    cmd += ["--quick"] if args.quick else BUDGET[name]
+                    cmd += ["--workdir", work, "--out", str(out / f"{name}.json")]
+                t1 = time.perf_counter()
+                res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE if name in QUICK else None, text=True)
+                seconds[name] = round(time.perf_counter() - t1, 1)
+                if res.returncode:
+                    failed.append(name)
+                    print(f"== bench/{name}.py FAILED (exit {res.returncode}) after {seconds[name]:.0f} s", flush=True)
+                    continue
+                if name in QUICK:  # the JSON object is the output's last block (Ray prints worker logs before it)
+                    text = res.stdout if res.stdout.startswith("{") else res.stdout[res.stdout.index("\n{") + 1:]
+                    (out / f"{name}.json").write_text(text)
+                print(f"== bench/{name}.py: {seconds[name]:.0f} s", flush=True)
     (out / "wall.json").write_text(json.dumps({
         "wall_s": round(time.perf_counter() - t0 - sum(lock_wait.values()), 1), "per_script_s": seconds,
         "lock_wait_s": {k: round(v, 1) for k, v in lock_wait.items() if v}, "failed": failed, "quick": args.quick,
