@@ -35,10 +35,9 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Benchmarks and science checks (~30 min on 2 cores): JSON + summary.md under runs/bench/, MLflow experiment `bench`.
 bench: $(STAMP)
-	$(PY) bench/model.py
-	$(PY) bench/data.py
-	$(PY) bench/train.py
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

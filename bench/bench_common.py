@@ -1,0 +1,162 @@
+"""Shared pieces of the science benchmarks (search.py, ablation.py, overhead.py): an in-memory synthetic set and one
+in-process training run built from the project's own engine, model, loss and run config.
+
+The set is the project's synthetic DFEW tree (``ifdd.data.synth``: H.264 mp4s, 16 frames at 64²), indexed with
+``ifdd.data.manifest`` and decoded once by ``ClipDataset`` (decord + the eval transform) at ``FRAMES`` × ``SIZE``²,
+so every run reads the same tensors from memory instead of decoding. Fold membership (inner-train / inner-val /
+test) is the manifest's, exactly what ``ifdd train`` and ``ifdd search`` use.
+
+``fit`` is ``orchestrator/worker.py``'s epoch loop without Ray Train: ``ifdd.engine`` optimizer, lr schedule,
+``train_one_epoch`` and ``evaluate``; the checkpoint is chosen on the selection split (inner-val in the nested
+protocol) and only that checkpoint is evaluated once on the test fold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ifdd.engine import LRSchedule, build_optimizer, evaluate, train_one_epoch
+from ifdd.loss import IFDDLoss
+from ifdd.model import build_model
+from ifdd.runconfig import RunConfig
+
+FRAMES, SIZE = 8, 64
+"""Clip shape the benchmarks train on: 8 of the 16 synthetic frames (uniform) at 64² (fused map 4×2²). Measured on
+this box, one core, batch 16: the tiny model trains at ~48 clips/s at 8×64² vs ~16 at 16×64² and ~140 at 8×32²;
+at 8×32² (718 clips, lr 6e-4) it memorised the training clips and stayed at chance on inner-val for 10 epochs,
+while at 8×64² the full model left chance at epoch 4-5, so 8×64² is the cheapest shape that learns the motion."""
+SOURCE_SIZE, SOURCE_FRAMES = 64, 16
+BENCH_MODEL = {"preset": "tiny", "num_frames": FRAMES, "image_size": SIZE, "head_dropout": 0.0, "drop_path": 0.0,
+               "ladm_drop_path": 0.0}
+"""``model`` section of every benchmark run config (the tiny preset at the benchmark clip shape)."""
+
+
+@dataclass
+class MemoryData:
+    video: torch.Tensor
+    """(N, 3, T, S, S) float in [0, 1], decoded once."""
+    label: torch.Tensor
+    clip_id: list[str]
+    folds: dict[int, dict[str, np.ndarray]]
+    """fold -> role (train | val | test | trainval) -> row indices into ``video``."""
+    description: str
+
+    def split(self, fold: int, role: str) -> ClipTensors:
+        return ClipTensors(self, self.folds[fold][role])
+
+    def counts(self, fold: int, role: str, num_classes: int = 7) -> list[int]:
+        idx = self.folds[fold][role]
+        return [int(c) for c in np.bincount(self.label[idx].numpy(), minlength=num_classes)[:num_classes]]
+
+
+class ClipTensors(Dataset):
+    """Dict samples ``{video, label, clip_id}`` (what ``ClipDataset`` gives) from the decoded tensors."""
+
+    def __init__(self, data: MemoryData, idx: np.ndarray):
+        self.data, self.idx = data, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        j = int(self.idx[i])
+        return {"video": self.data.video[j], "label": self.data.label[j], "clip_id": self.data.clip_id[j]}
+
+
+def synthetic_memory(workdir: Path, clips_per_class: int = 100, min_per_class: int = 25, seed: int = 0
+                     ) -> MemoryData:
+    """Write (once, reused when present) and decode the synthetic set; ``workdir`` keeps the mp4 tree."""
+    from ifdd.data.dataset import ClipDataset
+    from ifdd.data.manifest import build_manifest, load_manifest, write_manifest
+    from ifdd.data.synth import write_synthetic
+
+    root, manifest = workdir / "dfew", workdir / "manifest.parquet"
+    marker = workdir / "params.json"
+    params = {"clips_per_class": clips_per_class, "min_per_class": min_per_class, "seed": seed,
+              "size": SOURCE_SIZE, "frames": SOURCE_FRAMES}
+    if not (manifest.is_file() and marker.is_file() and json.loads(marker.read_text()) == params):
+        write_synthetic(root, clips_per_class=clips_per_class, min_per_class=min_per_class, seed=seed,
+                        size=SOURCE_SIZE, frames=SOURCE_FRAMES, fmt="mp4", workers=2)
+        write_manifest(build_manifest(root, workers=2), manifest)
+        marker.write_text(json.dumps(params))
+    df = load_manifest(manifest)
+    ds = ClipDataset(df, 1, "trainval", frames=FRAMES, size=SIZE, train=False)
+    test = ClipDataset(df, 1, "test", frames=FRAMES, size=SIZE, train=False)
+    samples = [ds[i] for i in range(len(ds))] + [test[i] for i in range(len(test))]
+    ids = [str(s["clip_id"]) for s in samples]
+    pos = {c: i for i, c in enumerate(ids)}
+    ok = df[df["status"].eq("ok")]
+    folds = {}
+    for k in range(1, 6):
+        col = ok[f"fold{k}"].to_numpy()
+        rows = np.array([pos[str(c)] for c in ok["clip_id"]])
+        folds[k] = {r: np.sort(rows[col == r]) for r in ("train", "val", "test")}
+        folds[k]["trainval"] = np.sort(np.concatenate([folds[k]["train"], folds[k]["val"]]))
+    return MemoryData(torch.stack([s["video"] for s in samples]), torch.tensor([int(s["label"]) for s in samples]),
+                      ids, folds, f"synthetic DFEW-format set, {len(ids)} clips (seed {seed}), H.264 "
+                                  f"{SOURCE_FRAMES}×{SOURCE_SIZE}² decoded to {FRAMES}×{SIZE}²")
+
+
+def fit(cfg: RunConfig, data: MemoryData, fold: int, *, selection: str = "val", test: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train ``cfg`` on ``fold`` in this process; returns the history, the selected epoch and its test metrics.
+
+    ``selection="val"``: train on inner-train, pick the epoch with the best ``cfg.train.select_metric`` on
+    inner-val, then evaluate those weights once on the test fold (the nested protocol of ``ifdd train``).
+    """
+    train_role, sel_role = {"val": ("train", "val"), "test": ("trainval", "test")}[selection]
+    torch.manual_seed(cfg.train.seed)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    train = DataLoader(data.split(fold, train_role), batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
+                       generator=gen)
+    val = DataLoader(data.split(fold, sel_role), batch_size=cfg.train.eval_batch_size)
+    model = build_model(cfg.model)
+    loss_fn = IFDDLoss(cfg.loss, cfg.model.num_classes, data.counts(fold, train_role))
+    optimizer = build_optimizer(model, cfg.optim, cfg.train.batch_size)
+    schedule = LRSchedule.from_config(optimizer, cfg.optim, global_batch=cfg.train.batch_size,
+                                      epochs=cfg.train.epochs, steps_per_epoch=len(train))
+    best, best_weights, history = {"epoch": 0, "value": float("-inf")}, None, []
+    train_s = 0.0
+    for epoch in range(1, cfg.train.epochs + 1):
+        t0 = time.perf_counter()
+        stats = train_one_epoch(model, train, loss_fn, optimizer, schedule, device="cpu", epoch=epoch)
+        train_s += stats["time_s"]
+        v = evaluate(model, val, device="cpu", num_classes=cfg.model.num_classes)
+        row = {"epoch": epoch, "train_loss": stats["loss"], "val_uar": v["uar"], "val_war": v["war"],
+               "train_s": stats["time_s"], "epoch_s": time.perf_counter() - t0, "time": time.time()}
+        history.append(row)
+        if row[cfg.train.select_metric] > best["value"]:
+            best = {"epoch": epoch, "value": row[cfg.train.select_metric], "val_uar": v["uar"], "val_war": v["war"]}
+            best_weights = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch(row)
+    out = {"history": history, "best": best, "train_s": train_s}
+    if test and selection == "val":
+        model.load_state_dict(best_weights)
+        t = evaluate(model, DataLoader(data.split(fold, "test"), batch_size=cfg.train.eval_batch_size),
+                     device="cpu", num_classes=cfg.model.num_classes)
+        out["test"] = {"uar": t["uar"], "war": t["war"], "clips": t["clips"]}
+    return out
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "machine": platform.machine(), "load_avg_1min_at_start": load}
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    print(f"wrote {path}", flush=True)
