@@ -26,7 +26,7 @@ PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not PG_BIN or shutil.which("runuser") is None or os.geteuid() != 0,
-                       reason="needs root, runuser and Debian's postgresql binaries"),
+                       reason="system package missing: needs root, runuser and Debian's postgresql binaries"),
 ]
 
 

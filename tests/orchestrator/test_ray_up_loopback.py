@@ -56,9 +56,11 @@ def ray_lock():
         yield
 
 
-@pytest.mark.skipif(not all(shutil.which(t) for t in ("ssh", "ssh-keygen", "rsync")) or not (
-    shutil.which("sshd") or Path("/usr/sbin/sshd").exists()), reason="needs openssh-server, openssh-client, rsync "
-                                                                     "(.ci/run installs them)")
+NO_SSH = not all(shutil.which(t) for t in ("ssh", "ssh-keygen", "rsync")) or not (
+    shutil.which("sshd") or Path("/usr/sbin/sshd").exists())
+
+
+@pytest.mark.skipif(NO_SSH, reason="system package missing: openssh-server, openssh-client, rsync")
 def test_ray_up_on_loopback_runs_the_search_and_ray_down_leaves_nothing(small_manifest, write_space):
     import mlflow
 

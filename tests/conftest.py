@@ -1,0 +1,22 @@
+"""Suite-wide: tests that drive a system package (PostgreSQL, sshd/rsync, chromium) skip without it, with a reason
+that starts with ``system package missing:``; CI installs those packages and sets ``IFDD_REQUIRE_SYSTEM_DEPS=1``,
+which turns such a skip into a failure so a broken install can never pass as skipped tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+SYSTEM_SKIP = "system package missing:"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("IFDD_REQUIRE_SYSTEM_DEPS") == "1":
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if SYSTEM_SKIP in reason:
+            report.outcome = "failed"
+            report.longrepr = f"IFDD_REQUIRE_SYSTEM_DEPS=1 but skipped: {reason}"
