@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,14 +138,20 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
               f"{','.join(map(str, space.protocol.folds))} --strategy {space.protocol.strategy} --resume",
               file=sys.stderr, flush=True)
         return False
-    champion = set_champion(tracker, dataset, champions)
-    summary = summary_payload(space, results)
-    summary["registry"] = {"model": f"ifdd-{dataset}", "champion_version": champion,
-                           "folds": {str(c["fold"]): c["version"] for c in champions},
-                           "tracking_uri": mask_secrets(uri), "experiment": space.name}
-    summary["optuna_storage"] = mask_url(paths.optuna)
-    write_summary(paths.results / "summary.json", summary)
-    (paths.results / "summary.md").write_text(summary_markdown(summary))
+    with init_lock(runs):  # fold jobs of one `ifdd launch` finish at any time: the last one sees every fold
+        siblings = sibling_studies(space, paths, {r["study"] for r in results})
+        results = sorted(results + siblings, key=lambda r: r["folds"])
+        champions += [c for r in siblings for c in r.get("registered", [])]
+        champion = set_champion(tracker, dataset, champions)
+        summary = summary_payload(space, results)
+        if siblings:
+            summary["from_other_runs"] = [r["study"] for r in siblings]
+        summary["registry"] = {"model": f"ifdd-{dataset}", "champion_version": champion,
+                               "folds": {str(c["fold"]): c["version"] for c in champions},
+                               "tracking_uri": mask_secrets(uri), "experiment": space.name}
+        summary["optuna_storage"] = mask_url(paths.optuna)
+        write_summary(paths.results / "summary.json", summary)
+        (paths.results / "summary.md").write_text(summary_markdown(summary))
     print_summary(summary)
     print(f"\nsaved {paths.results / 'summary.json'} and summary.md")
     if champion:
@@ -157,6 +164,25 @@ def run_search(space: SearchSpace, *, storage: str, runs: Path, resume: bool, fr
     print(f"MLflow: {mask_secrets(uri)} (experiment {space.name}); Optuna: {mask_url(paths.optuna)}; "
           f"browse with {browse}")
     return True
+
+
+def sibling_studies(space: SearchSpace, paths: Paths, have: set[str]) -> list[dict[str, Any]]:
+    """Complete fold-wise studies of this space that other runs saved next to ours (the other fold jobs of an
+    ``ifdd launch``, or an earlier ``ifdd search --folds k``), so summary.json covers every finished fold."""
+    if space.protocol.strategy != "fold-wise":
+        return []
+    out = []
+    for path in sorted(paths.results.glob(f"{space.name}-fold*.json")):
+        if path.stem in have or not re.fullmatch(rf"{re.escape(space.name)}-fold\d+", path.stem):
+            continue
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            print(f"warning: {path}: not read into the summary ({e})", file=sys.stderr)
+            continue
+        if payload.get("complete") and payload.get("tests") and not payload.get("tracking_pending"):
+            out.append(payload)
+    return out
 
 
 @contextlib.contextmanager

@@ -36,3 +36,27 @@ def test_summary_mean_std_over_folds():
     assert [r["fold"] for r in s["folds"]] == [1, 2]
     assert abs(s["test_uar_mean"] - 0.5) < 1e-12 and abs(s["test_uar_std"] - mean_std([0.4, 0.6])[1]) < 1e-12
     assert s["selection"] == "val"
+
+
+def test_summary_takes_in_the_other_fold_jobs_finished_studies(tmp_path, capsys):
+    """`ifdd launch` runs one job per fold; whichever finishes last writes a summary.json covering every fold."""
+    import json
+
+    from orchestrator.search import Paths
+    from orchestrator.study import sibling_studies
+
+    space = load_space(ROOT / "search_spaces" / "smoke.yaml").with_folds([2], None)
+    paths = Paths(str(tmp_path / "ray"), tmp_path, space.name)
+    paths.results.mkdir(parents=True)
+    done = {"study": f"{space.name}-fold1", "folds": [1], "complete": True, "tests": {"1": {"uar": 0.3}},
+            "registered": [{"fold": 1, "version": "1", "selection_value": 0.4}]}
+    for name, payload in [("fold1", done), ("fold3", {**done, "study": f"{space.name}-fold3", "complete": False}),
+                          ("fold4", {**done, "study": f"{space.name}-fold4", "tracking_pending": "down"}),
+                          ("fold2", {**done, "study": f"{space.name}-fold2", "folds": [2]})]:
+        (paths.results / f"{space.name}-{name}.json").write_text(json.dumps(payload))
+    (paths.results / f"{space.name}-fold5.json").write_text("{not json")
+    (paths.results / "summary.json").write_text("{}")
+    got = sibling_studies(space, paths, have={f"{space.name}-fold2"})
+    assert [g["study"] for g in got] == [f"{space.name}-fold1"]  # partial, untracked, ours and unreadable left out
+    assert "fold5.json: not read into the summary" in capsys.readouterr().err
+    assert sibling_studies(space.with_folds([1, 2], "cross-fold"), paths, set()) == []
