@@ -57,7 +57,19 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 SECRET_HINTS = ("password", "passwd", "secret", "token", "credential", "access_key", "api_key", "apikey")
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/@\s]+)@")
+_DB_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "mssql", "oracle")
+
+
+def _mask_userinfo(m: re.Match) -> str:
+    """A database URL keeps its role name (``postgres:***@``, ``postgres@``: the name is needed to reconnect and is
+    no secret); any other scheme's userinfo is masked whole, since a bare one is a token (``https://TOKEN@``) or a
+    key id (``s3://KEY:SECRET@``)."""
+    scheme, info = m.group(1), m.group(2)
+    if scheme.lower().split("+", 1)[0] in _DB_SCHEMES:
+        user, colon, _ = info.partition(":")
+        return f"{scheme}://{user}{':***' if colon else ''}@"
+    return f"{scheme}://***@"
 _PARAM_SECRET = re.compile(r"([?&;][^=&;\s]*(?:password|passwd|secret|token)[^=&;\s]*=)[^&;\s]*", re.IGNORECASE)
 
 
@@ -69,8 +81,9 @@ def _secret_env_values() -> list[str]:
 
 
 def mask_secrets(text: str) -> str:
-    """``text`` with the user:password of every URI and the value of every credential env var replaced by ***."""
-    text = _PARAM_SECRET.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+    """``text`` with the password of every URI (its whole userinfo unless it is a database URL), every
+    ``password=``-style query value and the value of every credential env var replaced by ***."""
+    text = _PARAM_SECRET.sub(r"\1***", _USERINFO.sub(_mask_userinfo, text))
     for v in _secret_env_values():
         text = text.replace(v, "***")
     return text

@@ -229,7 +229,7 @@ def test_credentials_are_masked_in_a_sqlite_store(tmp_path, monkeypatch):
     uri = default_uri(runs)
     run_id = log_a_run(uri, runs / "mlartifacts")
     text = read_back(uri, run_id, tmp_path)
-    assert "s3://***@bucket/k400.pth" in text and "postgresql://***@db:5432/optuna" in text
+    assert "s3://***@bucket/k400.pth" in text and "postgresql://ifdd:***@db:5432/optuna" in text
     assert "'db_password': '***'" in text
     assert_no_secret(text, "params, tags and artifacts")
     assert_no_secret(all_text(runs), "the store and artifact folder")
@@ -276,3 +276,16 @@ def test_launch_moves_url_credentials_out_of_the_job_command_line(monkeypatch):
     assert env == {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": SECRET}
     assert "MLFLOW_TRACKING_PASSWORD" not in os.environ  # the submitting process is left as it was
     assert job_tracking(None) == (None, {})
+
+
+@pytest.mark.parametrize("raw, shown", [
+    ("postgresql+psycopg2://postgres@127.0.0.1:5432/ml", "postgresql+psycopg2://postgres@127.0.0.1:5432/ml"),
+    (f"postgresql://ifdd:{SECRET}@db:5432/optuna", "postgresql://ifdd:***@db:5432/optuna"),
+    (f"s3://AKIAEXAMPLE:{SECRET}@bucket/k", "s3://***@bucket/k"),
+    ("https://ghp_tokenvalue@git.example/x", "https://***@git.example/x"),
+    (f"http://h/x?user=a&password={SECRET}", "http://h/x?user=a&password=***"),
+])
+def test_a_database_url_keeps_its_role_name_and_every_secret_is_masked(raw, shown):
+    from orchestrator.tracking import mask_secrets
+
+    assert mask_secrets(f"uri {raw} end") == f"uri {shown} end"
