@@ -18,6 +18,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -175,6 +176,31 @@ def wait_dashboard(url: str, timeout: float = 60) -> None:
         time.sleep(1)
 
 
+STEADY_NODE = re.compile(r"^\s*1 (?:node_\w+|local\.cluster\.node)\s*$", re.M)
+
+
+def steady(status: str, cpus: float = 2.0) -> bool:
+    """`ray status` shows the settled head-only cluster: one node (listed Active or Idle, depending on when the
+    autoscaler last looked), none pending, ``cpus`` CPUs in total."""
+    return (len(STEADY_NODE.findall(status)) == 1 and "(no pending nodes)" in status
+            and f"/{cpus:.1f} CPU" in status)
+
+
+def wait_steady_status(lb: Loopback, timeout: float = 120, poll_s: float = 2) -> str:
+    """Poll `ray status` until the autoscaler's view has settled (right after `ray up` it may still list the head
+    as pending: "allocated unmanaged cloud instance"); returns the settled output, or raises with the last one."""
+    deadline = time.time() + timeout
+    while True:
+        status = lb.ray("status", "--address", lb.gcs, timeout=60)
+        text = status.stdout + status.stderr
+        if status.returncode == 0 and steady(text):
+            return text
+        if time.time() > deadline:
+            raise RuntimeError(f"`ray status` did not settle on one idle/active node with 2 CPUs, none pending, "
+                               f"within {timeout:.0f} s; last output:\n{text[-3000:]}")
+        time.sleep(poll_s)
+
+
 def cycle(lb: Loopback, launch_args: list[str], cwd: Path) -> dict:
     """ray up -> ray status -> ifdd launch --wait -> ray down; returns outputs and timings (seconds)."""
     out: dict = {"timings": {}}
@@ -188,8 +214,7 @@ def cycle(lb: Loopback, launch_args: list[str], cwd: Path) -> dict:
         raise RuntimeError(f"ray up failed ({up.returncode}):\n{out['up']}")
     try:
         wait_dashboard(lb.dashboard)
-        status = lb.ray("status", "--address", lb.gcs, timeout=120)
-        out["status"] = status.stdout + status.stderr
+        out["status"] = wait_steady_status(lb)
         t = time.time()
         launch = subprocess.run([str(VENV_BIN / "ifdd"), "launch", "--address", lb.dashboard, "--wait",
                                  *launch_args], cwd=cwd, env=lb.env(), capture_output=True, text=True, timeout=1200)
