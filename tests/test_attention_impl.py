@@ -8,57 +8,20 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from ifdd.backbone import MViTBlock, PoolingAttention, TokenPool, _rel_index
+from ifdd.backbone import MViTBlock, PoolingAttention
 from ifdd.config import model_preset
 from ifdd.model import build_model
 
+sys.path.insert(0, str(Path(__file__).parent))
+from mvit_reference import reference_attention  # noqa: E402
+
 IMPLS = ["eager", "sdpa"]
 LAYOUTS = ["channels_last", "contiguous", "shifted"]
-
-
-# The implementation before the kernels were made selectable, verbatim in its maths -------------------------------
-def _reference_pool(pool: TokenPool, x: torch.Tensor, thw):
-    b, h, _, d = x.shape
-    cls, grid = x[:, :, :1], x[:, :, 1:]
-    grid = grid.reshape(b * h, *thw, d).permute(0, 4, 1, 2, 3)
-    grid = F.conv3d(grid, pool.conv.weight, stride=pool.conv.stride, padding=pool.conv.padding, groups=d)
-    new_thw = tuple(grid.shape[2:])
-    grid = grid.flatten(2).transpose(1, 2).reshape(b, h, -1, d)
-    return pool.norm(torch.cat([cls, grid], dim=2)), new_thw
-
-
-def _reference_rel_bias(attn: PoolingAttention, q, q_thw, k_thw):
-    b, h, _, d = q.shape
-    (qt, qh, qw), (kt, kh, kw) = q_thw, k_thw
-    r_q = q[:, :, 1:].reshape(b, h, qt, qh, qw, d)
-    rt = attn.rel_pos_t[_rel_index(qt, kt, q.device)]
-    rh = attn.rel_pos_h[_rel_index(qh, kh, q.device)]
-    rw = attn.rel_pos_w[_rel_index(qw, kw, q.device)]
-    bt = torch.einsum("bnthwd,tkd->bnthwk", r_q, rt)
-    bh = torch.einsum("bnthwd,hkd->bnthwk", r_q, rh)
-    bw = torch.einsum("bnthwd,wkd->bnthwk", r_q, rw)
-    bias = bt[..., :, None, None] + bh[..., None, :, None] + bw[..., None, None, :]
-    return bias.reshape(b, h, qt * qh * qw, kt * kh * kw)
-
-
-def reference_attention(attn: PoolingAttention, x: torch.Tensor, thw):
-    b, n, _ = x.shape
-    qkv = attn.qkv(x).reshape(b, n, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    q, q_thw = _reference_pool(attn.pool_q, q, thw)
-    k, k_thw = _reference_pool(attn.pool_k, k, thw)
-    v, _ = _reference_pool(attn.pool_v, v, thw)
-    logits = (q * attn.scale) @ k.transpose(-2, -1)
-    bias = F.pad(_reference_rel_bias(attn, q, q_thw, k_thw), (1, 0, 1, 0))
-    out = (logits + bias).softmax(dim=-1) @ v
-    out = out + F.pad(q[:, :, 1:], (0, 0, 1, 0))
-    out = out.transpose(1, 2).reshape(b, -1, attn.heads * attn.head_dim)
-    return attn.proj(out), q_thw
 
 
 # Helpers ----------------------------------------------------------------------------------------------------------
