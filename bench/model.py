@@ -32,13 +32,12 @@ from pathlib import Path
 
 import torch
 
-from ifdd.backbone import PoolingAttention
 from ifdd.config import LossConfig, model_preset
 from ifdd.loss import IFDDLoss
 from ifdd.model import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from mvit_reference import reference_attention  # noqa: E402
+from mvit_reference import reference_forward  # noqa: E402
 
 # (name, ModelConfig overrides); "before" runs tests/mvit_reference.py's forward in the same modules.
 KERNELS = [("before", None), ("eager/channels_last", dict(attention_impl="eager", pool_conv="channels_last")),
@@ -72,18 +71,6 @@ def peak_rss():
         stop.set()
         th.join()
         out["mib"] = round((max(peak[0], _rss()) - base) / 2**20, 1)
-
-
-@contextmanager
-def before_forward(active: bool):
-    """Run every PoolingAttention with the implementation from before (tests/mvit_reference.py) while active."""
-    saved = PoolingAttention.forward
-    if active:
-        PoolingAttention.forward = reference_attention
-    try:
-        yield
-    finally:
-        PoolingAttention.forward = saved
 
 
 def _step(model, x, y, backward: bool):
@@ -164,7 +151,7 @@ def kernel_rows(preset: str, batch: int, iters: int, rounds: int) -> list[dict]:
         backward = row["mode"] == "training"
         model.train(backward)
         step = _step(model, x, y, backward)
-        with before_forward(row["kernel"] == "before"):
+        with reference_forward(row["kernel"] == "before"):
             t0 = time.perf_counter()
             step()
             if row["kernel"].startswith("flex"):
@@ -178,7 +165,7 @@ def kernel_rows(preset: str, batch: int, iters: int, rounds: int) -> list[dict]:
         for i, (row, model) in enumerate(cases):
             backward = row["mode"] == "training"
             model.train(backward)
-            with before_forward(row["kernel"] == "before"):
+            with reference_forward(row["kernel"] == "before"):
                 secs = _timed(_step(model, x, y, backward), iters)
             best[i] = min(best.get(i, float("inf")), secs)
     rows = []
@@ -210,7 +197,7 @@ def blocks_0_7(preset: str, batch: int, iters: int, rounds: int) -> dict:
     out = {"preset": preset, "batch": batch}
     for _ in range(rounds):  # round-robin, best round of each (see kernel_rows)
         for name in ("before", "default"):
-            with before_forward(name == "before"):
+            with reference_forward(name == "before"):
                 run()
                 secs = _timed(run, iters)
             out[f"{name}_s"] = round(min(out.get(f"{name}_s", float("inf")), secs), 3)

@@ -144,6 +144,12 @@ def _key_coords(k_thw: THW, device: torch.device) -> tuple[torch.Tensor, torch.T
     return j // (kh * kw), (j // kw) % kh, j % kw
 
 
+def _residual(out: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Residual pooling: out + q on all tokens but the class token, (B, heads, N, d), as a new tensor (the fused
+    kernels keep their output for backward, so it is not modified in place)."""
+    return torch.cat([out[:, :, :1], out[:, :, 1:] + q[:, :, 1:]], dim=2)
+
+
 _FLEX = None
 
 
@@ -204,6 +210,8 @@ class PoolingAttention(nn.Module):
         grid = attn[:, :, 1:, 1:].view(b, h, *q_thw, *k_thw)
         grid.add_(bt[..., :, None, None]).add_((bh[..., :, None] + bw[..., None, :])[..., None, :, :])
         out = attn.softmax(dim=-1) @ v
+        if out.dtype != q.dtype:  # under autocast: bf16 attention, fp32 pooled q; the sum is fp32 as before
+            return _residual(out, q)
         out[:, :, 1:] += q[:, :, 1:]
         return out
 
@@ -222,8 +230,7 @@ class PoolingAttention(nn.Module):
         codes = F.pad(codes.to(k.dtype), (0, pad, 1, 0))  # (Nk, extra + pad), class key first
         ka = torch.cat([k, codes.expand(b, h, -1, -1)], dim=-1)
         va = F.pad(v, (0, extra + pad))
-        out = F.scaled_dot_product_attention(qa, ka, va, scale=1.0)[..., :d]
-        return torch.cat([out[:, :, :1], out[:, :, 1:] + q[:, :, 1:]], dim=2)
+        return _residual(F.scaled_dot_product_attention(qa, ka, va, scale=1.0)[..., :d], q)
 
     def _flex(self, q, k, v, q_thw: THW, k_thw: THW) -> torch.Tensor:
         if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
@@ -242,8 +249,10 @@ class PoolingAttention(nn.Module):
         def score_mod(score, bi, hi, qi, ki):
             return score + tt[bi, hi, qi, it[ki]] + th[bi, hi, qi, ih[ki]] + tw[bi, hi, qi, iw[ki]]
 
-        out = _flex_attention()(q, k, v, score_mod=score_mod, scale=self.scale)
-        return torch.cat([out[:, :, :1], out[:, :, 1:] + q[:, :, 1:]], dim=2)
+        kind = q.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else q.dtype  # flex: no autocast
+        out = _flex_attention()(q.to(dtype), k.to(dtype), v.to(dtype), score_mod=score_mod, scale=self.scale)
+        return _residual(out, q)
 
     def forward(self, x: torch.Tensor, thw: THW) -> tuple[torch.Tensor, THW]:
         b, n, _ = x.shape

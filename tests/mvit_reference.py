@@ -2,10 +2,12 @@
 outside the library as the baseline that tests/test_attention_impl.py checks every kernel against (fp64) and that
 bench/model.py and bench/gpu.py time beside them. It uses a ``PoolingAttention`` module's parameters.
 
-Monkeypatch ``PoolingAttention.forward = reference_attention`` to run a whole model the old way.
+``reference_forward()`` (a context manager) runs every ``PoolingAttention`` the old way meanwhile.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -59,3 +61,15 @@ def reference_attention(attn: PoolingAttention, x: torch.Tensor, thw):
     out = out + F.pad(q[:, :, 1:], (0, 0, 1, 0))
     out = out.transpose(1, 2).reshape(b, -1, attn.heads * attn.head_dim)
     return attn.proj(out), q_thw
+
+
+@contextmanager
+def reference_forward(active: bool = True):
+    """While active, every PoolingAttention runs ``reference_attention`` (the implementation before)."""
+    saved = PoolingAttention.forward
+    if active:
+        PoolingAttention.forward = reference_attention
+    try:
+        yield
+    finally:
+        PoolingAttention.forward = saved
