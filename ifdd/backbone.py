@@ -66,7 +66,9 @@ def resolve_pool_conv(choice: str, device_type: str) -> str:
 def resolve_attention(choice: str, device_type: str, training: bool) -> str:
     if choice != "auto":
         return choice
-    return AUTO_ATTENTION.get((device_type, "train" if training else "infer"), "sdpa")
+    # Other device types (meta: `ifdd model info` counts the architecture's MACs, not a kernel's padded ones) get
+    # the plain computation.
+    return AUTO_ATTENTION.get((device_type, "train" if training else "infer"), "eager")
 
 
 class TokenPool(nn.Module):

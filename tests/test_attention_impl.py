@@ -119,6 +119,21 @@ def test_sdpa_follows_bf16_inputs():
     _close(got.double(), want, 0.05)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_kernels_under_autocast_follow_the_reference(impl):
+    # Mixed dtypes as on a GPU step (bf16 matmuls, fp32 norms): forward and backward run and agree with the old
+    # path under the same autocast, to bf16 precision.
+    block = _block("transition", impl, "auto").float()
+    thw = BLOCKS["transition"][3]
+    x = torch.randn(2, 1 + 4 * 10 * 10, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = block.attn(x, thw)
+        want, _ = reference_attention(block.attn, x, thw)
+    assert got.dtype == want.dtype
+    _close(got.float(), want.float(), 0.05)
+    _close_all(_grads(got.float(), [x]), _grads(want.float(), [x]), 0.05)
+
+
 @pytest.mark.slow
 def test_flex_cpu_inference_matches_reference_and_refuses_training():
     # Compiles FlexAttention for two shapes (~20-40 s on 2 cores): slow.
@@ -134,6 +149,15 @@ def test_flex_cpu_inference_matches_reference_and_refuses_training():
         block.attn(x.float().requires_grad_(), thw)
     with pytest.raises(RuntimeError, match="no float64"), torch.no_grad():
         block.double().attn(x, thw)
+
+
+def test_model_info_counts_the_architecture_not_a_kernel():
+    # `ifdd model info` runs on the meta device, where auto means the plain computation: the sdpa kernel's padded
+    # widths would add ~47 % to the tiny model's MACs.
+    from ifdd.info import model_info
+
+    macs = {impl: model_info(model_preset("tiny", attention_impl=impl))["macs_per_clip"] for impl in ("auto", "eager")}
+    assert macs["auto"] == macs["eager"] == 105_774_816
 
 
 def test_config_rejects_unknown_kernels():
