@@ -47,7 +47,8 @@ def resize_video(x: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Ten
 
     Bilinear that only enlarges (or keeps) both axes runs without the antialias filter, on channels-last memory: the
     same weights (the antialias filter differs from plain interpolation only when an axis shrinks; agreement ~1e-6),
-    and on CPU ~7x faster. The result may be channels-last in memory; its shape is (C, T, size, size)."""
+    and on CPU ~7x faster even with the layout copies (the result is contiguous again: plane-wise colour ops on
+    channels-last memory are slower)."""
     c, t, h, w = x.shape
     if h == size and w == size:
         return x
@@ -57,7 +58,7 @@ def resize_video(x: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Ten
     if not antialias:
         planes = planes.contiguous(memory_format=torch.channels_last)
     y = F.interpolate(planes, size=(size, size), mode=mode, antialias=antialias, align_corners=False)
-    y = y.reshape(c, t, size, size)
+    y = y.contiguous().reshape(c, t, size, size)
     return y.clamp_(0.0, 1.0) if mode == "bicubic" else y
 
 
@@ -135,18 +136,24 @@ def _shift_hue(x: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
     """
     if x.ndim == 4:
         return _shift_hue(x.unsqueeze(0), shift).squeeze(0)
+    # Few fresh tensors, results written into them (out=, in place): on a CPU a new clip-sized tensor costs more
+    # (page faults) than the arithmetic done in it.
     r, g, b = x.unbind(1)  # each (B, T, H, W)
-    mx = torch.maximum(torch.maximum(r, g), b)
-    mn = torch.minimum(torch.minimum(r, g), b)
+    mx = torch.maximum(r, g)
+    torch.maximum(mx, b, out=mx)
+    mn = torch.minimum(r, g)
+    torch.minimum(mn, b, out=mn)
     chroma = mx - mn
-    h = torch.where(mx == r, g - b, torch.where(mx == g, (b - r).add_(chroma, alpha=2.0),
-                                                (r - g).add_(chroma, alpha=4.0)))
-    shift6 = shift.flatten(1)[..., None, None] * 6.0 if torch.is_tensor(shift) else 6.0 * shift  # (B, 1, 1, 1)
-    h.div_(chroma.clamp_min(1e-8)).add_(shift6)
-    h.sub_(torch.floor(h / 6.0).mul_(6.0))  # wrap into [0, 6)
+    h, t2, t4 = g - b, (b - r).add_(chroma, alpha=2.0), (r - g).add_(chroma, alpha=4.0)
+    is_max = mx == g
+    torch.where(is_max, t2, t4, out=t2)  # g is the max (unless r is, below)
+    torch.where(torch.eq(mx, r, out=is_max), h, t2, out=h)  # r is the max
+    h.div_(torch.clamp_min(chroma, 1e-8, out=t4))
+    h.add_(shift.flatten(1)[..., None, None] * 6.0 if torch.is_tensor(shift) else 6.0 * shift)  # (B, 1, 1, 1)
+    h.sub_(torch.div(h, 6.0, out=t2).floor_().mul_(6.0))  # wrap into [0, 6)
     out = torch.empty_like(x)
     for c, (centre, sign, bias) in enumerate(_PURE_HUE):
-        pure = (h - centre).abs_().mul_(sign).add_(bias).clamp_(0.0, 1.0)
+        pure = torch.sub(h, centre, out=t2).abs_().mul_(sign).add_(bias).clamp_(0.0, 1.0)
         torch.addcmul(mn, chroma, pure, out=out[:, c])
     return out
 
@@ -168,10 +175,24 @@ def jitter_batch(x: torch.Tensor, params: list[ClipParams]) -> torch.Tensor:
             f = f.view(-1, 1, 1, 1, 1)
             if len(idx) == x.shape[0]:
                 x = op(x, f)
-            else:
+            elif x.device.type == "cuda":  # gather the group, one call, scatter back (few kernel launches)
                 sel = torch.tensor(idx, device=x.device)
-                x = x.index_copy(0, sel, op(x.index_select(0, sel), f))
+                x.index_copy_(0, sel, op(x.index_select(0, sel), f))
+            else:  # runs of consecutive clips as views: no gather copies, which cost more than the ops on a CPU
+                for start, stop, fs in _runs(idx, f):
+                    y = op(x[start:stop], fs)
+                    if y.data_ptr() != x[start:stop].data_ptr():
+                        x[start:stop] = y
     return x
+
+
+def _runs(idx: list[int], f: torch.Tensor):
+    """(start, stop, f rows) for each run of consecutive indices in the sorted list ``idx``."""
+    first = 0
+    for k in range(1, len(idx) + 1):
+        if k == len(idx) or idx[k] != idx[k - 1] + 1:
+            yield idx[first], idx[k - 1] + 1, f[first:k]
+            first = k
 
 
 # Per-clip transforms ------------------------------------------------------------------------------------------
