@@ -14,7 +14,7 @@ training device (read the clip, copy it as uint8, collate), and ``device_batch_o
 own work run on this CPU (on a GPU it runs there; bench/gpu.py times it); each as ms of one core per clip and as a
 ratio of clips/s to ``before``.
 
-    python bench/data.py [--clips-per-class 4] [--seconds 2.0]
+    python bench/data.py [--clips-per-class 4] [--seconds 2.0] [--out runs/bench/data.json]
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips-per-class", type=int, default=4, help="synthetic clips per class (min 5 per class)")
     ap.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -138,12 +139,16 @@ def main() -> None:
                     row[f"{path}_vs_jpeg"] = round(row[f"{path}_clips_per_s"] / row["jpeg_clips_per_s"], 2)
                 results.append(row)
         paths = augment_paths(manifests["jpeg"], Path(tmp) / "cache224", 224, args.seconds)
-    print(json.dumps({
+    text = json.dumps({
         "bench": "data", "torch_threads": 1, "python": platform.python_version(), "torch": torch.__version__,
         "machine": platform.machine(), "source": f"synthetic, {rec['clips']} clips, {FRAMES} frames at "
                                                  f"{SOURCE_SIZE}² (JPEG q95 folders + H.264 mp4, GOP {FRAMES})",
         "setup_seconds": setup, "results": results, "augment_paths": paths,
-    }, indent=2))
+    }, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":
