@@ -14,8 +14,10 @@ Prints one JSON object (and writes it with ``--out``):
   no CPU backward (PyTorch), so it has inference rows only; its first call compiles (timed apart as ``compile_s``).
 - ``blocks_0_7``: forward of the stem and blocks 0–7 (what matches torchvision's mvit_v2_s block for block),
   ``before`` vs the defaults, and the ratio.
+- ``pool_conv_layouts``: one pooling conv (xs stage 0, q stride 1 and k/v stride 8) per ``pool_conv`` layout, fp32
+  and bf16, forward and forward+backward (``--conv-only``: this section alone).
 
-    python bench/model.py [--threads N] [--quick] [--batch 2] [--out runs/bench/model.json]
+    python bench/model.py [--threads N] [--quick] [--batch 2] [--conv-only] [--out runs/bench/model.json]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import platform
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -179,6 +181,30 @@ def kernel_rows(preset: str, batch: int, iters: int, rounds: int) -> list[dict]:
     return rows
 
 
+def conv_layouts(batch: int, iters: int, rounds: int) -> list[dict]:
+    """The pooling conv alone (``TokenPool``, xs stage 0: 8×56² tokens of width 96; q stride 1, k/v stride 8), per
+    layout, fp32 and bf16, forward and forward+backward, ms per call (best round)."""
+    from ifdd.backbone import TokenPool
+
+    rows, thw, d = [], (8, 56, 56), 96
+    for dtype in (torch.float32, torch.bfloat16):
+        tok = torch.randn(batch, 1, 1 + 8 * 56 * 56, d, dtype=dtype)
+        for stride in ((1, 1, 1), (1, 8, 8)):
+            for layout in ("channels_last", "contiguous", "shifted"):
+                torch.manual_seed(0)
+                pool = TokenPool(d, 3, stride, layout).to(dtype)
+                x = tok.clone().requires_grad_()
+                fwd = lambda p=pool, t=tok: p(t, thw)  # noqa: E731
+                fb = lambda p=pool, x=x: p(x, thw)[0].sum().backward()  # noqa: E731
+                row = {"dtype": str(dtype).removeprefix("torch."), "stride": list(stride), "layout": layout}
+                for name, fn in (("forward_ms", fwd), ("forward_backward_ms", fb)):
+                    with torch.no_grad() if name == "forward_ms" else nullcontext():
+                        fn()
+                        row[name] = round(1000 * min(_timed(fn, iters) for _ in range(rounds)), 2)
+                rows.append(row)
+    return rows
+
+
 def blocks_0_7(preset: str, batch: int, iters: int, rounds: int) -> dict:
     """Forward (no grad) of the stem and blocks 0–7 only, before vs the shipped defaults, same weights and input."""
     torch.manual_seed(0)
@@ -212,15 +238,18 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="batch of the kernel A/B")
     ap.add_argument("--rounds", type=int, default=3, help="round-robin timing rounds (best kept)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--conv-only", action="store_true", help="only the pooling-conv layout section")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     preset, iters = ("tiny", 3) if args.quick else ("xs", 2)
     rounds = 2 if args.quick else args.rounds
     payload = {"bench": "model", "device": "cpu", "threads": args.threads, "torch": torch.__version__,
-               "machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-               "results": ifdd_vs_baseline(args.quick), "kernels": kernel_rows(preset, args.batch, iters, rounds),
-               "blocks_0_7": blocks_0_7(preset, args.batch, iters, rounds)}
+               "machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if not args.conv_only:
+        payload.update(results=ifdd_vs_baseline(args.quick), kernels=kernel_rows(preset, args.batch, iters, rounds),
+                       blocks_0_7=blocks_0_7(preset, args.batch, iters, rounds))
+    payload["pool_conv_layouts"] = conv_layouts(1 if args.quick else args.batch, 1 if args.quick else 2, rounds)
     text = json.dumps(payload, indent=2)
     print(text)
     if args.out:
