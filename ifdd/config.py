@@ -85,13 +85,17 @@ class ModelConfig:
     positions to k) and ``F.scaled_dot_product_attention`` runs its fused kernels, gradients included, with no
     full-size tensor kept. ``flex``: FlexAttention with E_rel as a score_mod (compiled on first use; on CPU
     inference only, float32). ``auto``: per device type and mode, the fastest measured (``ifdd.backbone.
-    AUTO_ATTENTION``): sdpa (CPU: 3.4x eager's forward of block 0; CUDA: not yet measured, bench/gpu.py)."""
+    AUTO_ATTENTION``): sdpa. CPU, xs at batch 2 (bench/model.py, against the implementation before): sdpa 1.40x
+    inference at 0.82x its peak RSS and 1.22x training; eager 1.32x / 1.00x; flex 1.25x inference at 0.70x RSS
+    after a 43 s compile. CUDA: not yet measured (bench/gpu.py A/Bs them); sdpa, whose fused kernels take bf16
+    and fp32 with gradients, until it has."""
     pool_conv: Literal["auto", "channels_last", "contiguous", "shifted"] = "auto"
     """Kernel of the depthwise pooling convs (same function, ``ifdd.backbone.TokenPool``): ``channels_last`` runs on
     the token memory (oneDNN on CPU, cuDNN on CUDA), ``contiguous`` copies to NCDHW first (PyTorch's depthwise-3D
     kernel on CUDA), ``shifted`` sums k³ strided slices (``ifdd.depthwise``). ``auto``: per device type, the fastest
-    measured (``ifdd.backbone.AUTO_POOL_CONV``): channels_last on CPU; CUDA keeps channels_last until bench/gpu.py
-    has measured the others."""
+    measured (``ifdd.backbone.AUTO_POOL_CONV``): channels_last on CPU (xs training with sdpa, bench/model.py:
+    1.22x the implementation before, against 1.10x contiguous and 1.09x shifted); CUDA keeps channels_last (the
+    measured H100 setup) until bench/gpu.py has measured the others."""
 
     use_issm: bool = True
     """Content-aware split (ISSM). Off: the fixed base positions are used with no learned offsets."""
