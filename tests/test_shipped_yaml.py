@@ -7,7 +7,7 @@ import pytest
 
 from ifdd.model import build_model
 from ifdd.runconfig import load_run_config
-from orchestrator.space import load_space
+from orchestrator.search.space import load_space
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
 

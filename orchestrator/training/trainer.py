@@ -17,7 +17,7 @@ from typing import Any
 
 from ifdd.config import to_dict
 from ifdd.runconfig import RunConfig
-from orchestrator.ray_env import WorkerResources
+from orchestrator.planner import WorkerResources
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def make_trainer(cfg: RunConfig, fold: int, *, name: str, storage: str, res: Wor
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from orchestrator.worker import train_loop_per_worker
+    from orchestrator.training.worker import train_loop_per_worker
 
     return TorchTrainer(
         train_loop_per_worker,
@@ -51,7 +51,7 @@ def make_trainer(cfg: RunConfig, fold: int, *, name: str, storage: str, res: Wor
             name=name, storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # max_failures: worker-group restarts from the last checkpoint; the controller limit turns a worker
-            # group that can never be placed into an error instead of an endless retry (stack-notes §8).
+            # group that can never be placed into an error instead of an endless retry (docs/stack.md).
             failure_config=ray.train.FailureConfig(max_failures=max_failures, controller_failure_limit=3),
             callbacks=callbacks or []),
     )
@@ -81,10 +81,3 @@ def run_training(cfg: RunConfig, fold: int, *, name: str, storage: str, res: Wor
     trainer = make_trainer(cfg, fold, name=name, storage=storage, res=res, selection=selection,
                            max_failures=max_failures)
     return outcome_from_result(name, trainer.fit())
-
-
-def write_summary(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)

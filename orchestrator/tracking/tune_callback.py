@@ -13,7 +13,7 @@ from typing import Any
 
 import ray.tune
 
-from orchestrator.tracking import mask_secrets
+from orchestrator.tracking.secrets import mask_secrets
 
 EPOCH_METRICS = ("train_loss", "train_ce", "train_gc", "val_uar", "val_war", "val_loss", "lr", "clips_per_s",
                  "epoch_s", "ckpt_val_uar", "ckpt_val_war", "infeasible")
@@ -37,7 +37,7 @@ class TrialTracking:
     @property
     def tracker(self):
         if self._tracker is None:
-            from orchestrator.tracking import Tracker
+            from orchestrator.tracking.client import Tracker
 
             self._tracker = Tracker(self.uri, Path(self.artifact_root) if self.artifact_root else None)
         return self._tracker

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from ifdd.config import coerce_value, from_dict, to_dict
 from ifdd.runconfig import RunConfig, read_yaml, run_config_from_dict, with_overrides
+from orchestrator.planner import Resources
 
 TOP_KEYS = ("name", "description", "base", "search", "objective", "budget", "protocol", "resources")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices")
@@ -155,32 +156,6 @@ class Protocol:
             raise ValueError(f"strategy: must be 'fold-wise' or 'cross-fold', got {self.strategy!r}")
         if not self.folds or any(not 1 <= f <= 5 for f in self.folds) or len(set(self.folds)) != len(self.folds):
             raise ValueError(f"folds: distinct DFEW folds in 1-5, got {list(self.folds)}")
-
-
-@dataclass(frozen=True)
-class Resources:
-    workers_per_trial: int = 1
-    """Data-parallel Train workers per trial."""
-    cpus_per_worker: float | None = None
-    """Logical CPUs per worker; null: the cluster's CPUs shared over the concurrent trials' workers."""
-    gpus_per_worker: float = 0.0
-    """GPUs per worker (fractions pack several trials on one GPU); 0 trains on CPU."""
-    max_concurrent_trials: int | None = None
-    """null: as many as the cluster's GPUs (or CPUs) hold at once."""
-    backend: Literal["auto", "gloo", "nccl"] = "auto"
-    """Process-group backend; auto: nccl with GPUs, gloo without."""
-
-    def __post_init__(self) -> None:
-        if self.workers_per_trial < 1:
-            raise ValueError(f"workers_per_trial: must be >= 1, got {self.workers_per_trial}")
-        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
-            raise ValueError(f"cpus_per_worker: must be > 0 or null, got {self.cpus_per_worker}")
-        if self.gpus_per_worker < 0:
-            raise ValueError(f"gpus_per_worker: must be >= 0, got {self.gpus_per_worker}")
-        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
-            raise ValueError(f"max_concurrent_trials: must be >= 1 or null, got {self.max_concurrent_trials}")
-        if self.backend not in ("auto", "gloo", "nccl"):
-            raise ValueError(f"backend: must be 'auto', 'gloo' or 'nccl', got {self.backend!r}")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,10 @@
-"""The embedded default dataset: synthetic DFEW-format data under ``runs/``, created on first use."""
+"""A run's inputs, resolved and checked in the driver before Ray starts: the manifest, the clip cache and the
+initial weights; the embedded default dataset (synthetic DFEW-format data under the runs root) created on first use.
+
+A config's ``data.manifest: runs/data/synthetic/manifest.parquet`` (and ``data.cache_dir:
+runs/data/synthetic/cache64``), the shipped spaces' value, names the embedded default: it lives under the
+command's runs root (``--runs``), not under the working directory.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,19 @@ from pathlib import Path
 
 from ifdd.data.cache import CACHE_INDEX
 from ifdd.runconfig import DEFAULT_SYNTHETIC_CACHE, DEFAULT_SYNTHETIC_MANIFEST, RunConfig, with_overrides
+from orchestrator.outputs import Outputs
 
 
-def ensure_dataset(cfg: RunConfig, *, quiet: bool = False) -> RunConfig:
-    """Return ``cfg`` with absolute manifest/weights paths, creating the default synthetic set if it is missing.
+def _under_root(configured: str, default: str, out: Outputs) -> tuple[Path, bool]:
+    """(absolute path, is the embedded default) of a configured data path."""
+    if Path(configured) == Path(default):
+        return out.root / Path(default).relative_to("runs"), True
+    path = Path(configured).expanduser()
+    return (path if path.is_absolute() else Path.cwd() / path), False
+
+
+def ensure_dataset(cfg: RunConfig, out: Outputs, *, quiet: bool = False) -> RunConfig:
+    """Return ``cfg`` with absolute manifest/cache/weights paths, creating the default synthetic set if missing.
 
     Raises:
         FileNotFoundError: any other missing manifest, with the command that creates it.
@@ -20,19 +35,19 @@ def ensure_dataset(cfg: RunConfig, *, quiet: bool = False) -> RunConfig:
             raise FileNotFoundError(f"train.init_weights: {weights} not found (a torchvision mvit_v2_s Kinetics-400 "
                                     "state dict; null trains from scratch)")
         cfg = with_overrides(cfg, {"train.init_weights": str(weights.resolve())})
-    path = Path(cfg.data.manifest).expanduser()
-    absolute = path if path.is_absolute() else Path.cwd() / path
+    absolute, default = _under_root(cfg.data.manifest, DEFAULT_SYNTHETIC_MANIFEST, out)
     if not absolute.exists():
-        if Path(cfg.data.manifest) != Path(DEFAULT_SYNTHETIC_MANIFEST):
+        if not default:
             raise FileNotFoundError(f"{cfg.data.manifest}: manifest not found; index the dataset first with "
                                     f"`ifdd data index --root <DFEW root> --out {cfg.data.manifest}`")
         create_default_synthetic(absolute, quiet=quiet)
     cfg = with_overrides(cfg, {"data.manifest": str(absolute.resolve())})
     sha = check_manifest(cfg)
     if cfg.data.cache_dir:
-        cache = Path(cfg.data.cache_dir).expanduser().resolve()
+        cache, default = _under_root(cfg.data.cache_dir, DEFAULT_SYNTHETIC_CACHE, out)
+        cache = cache.resolve()
         if not (cache / CACHE_INDEX).is_file():
-            if Path(cfg.data.cache_dir) != Path(DEFAULT_SYNTHETIC_CACHE):
+            if not default:
                 raise FileNotFoundError(f"data.cache_dir: {cfg.data.cache_dir} holds no clip cache; write it with "
                                         f"`ifdd data cache --manifest {cfg.data.manifest} --out {cfg.data.cache_dir} "
                                         f"--size {cfg.model.image_size}`")

@@ -1,6 +1,6 @@
 """The Tune trial: a plain function that builds one Ray Train ``TorchTrainer`` per fold (Train V2 driver pattern).
 
-Tuner(TorchTrainer) is broken under Train V2 (stack-notes P1), so each trial is this function. It applies the
+Tuner(TorchTrainer) is broken under Train V2 (docs/stack.md), so each trial is this function. It applies the
 sampled values to the study's base config; a combination the model cannot build (e.g. a split ratio that leaves a
 lifting branch empty at that depth) is reported once as *infeasible* (objective 0, the worst UAR/WAR, flagged
 ``infeasible=1``) so the sampler learns to avoid it, and such a trial is never selected.
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ifdd.runconfig import run_config_from_dict, with_overrides
-from orchestrator.ray_env import WorkerResources
+from orchestrator.planner import WorkerResources
 
 
 def trainer_name(study: str, trial_id: str, fold: int) -> str:
@@ -31,7 +31,7 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], folds: list[int],
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.train import make_trainer, outcome_from_result
+    from orchestrator.training.trainer import make_trainer, outcome_from_result
 
     trial_id = ray.tune.get_context().get_trial_id()
     res = WorkerResources(**worker)

@@ -7,50 +7,38 @@ keep an ``alembic_version`` table, and MLflow's migrations die on Optuna's revis
 Credentials never travel in a URL. The password comes from libpq's own environment, ``PGPASSWORD`` (or
 ``~/.pgpass`` / ``PGPASSFILE``), in the process that connects; a URL carrying a password is refused, because the
 URLs end up in Ray's pickled experiment state, Ray Job entrypoints, process lists, MLflow tags and summary files.
-Wherever a URL is shown it goes through ``mask_url`` anyway.
+Wherever a URL is shown it goes through ``mask_secrets`` anyway (tracking/secrets.py).
+
+An MLflow tracking *server* (``http://HOST:PORT``) is checked through its ``/health`` endpoint (``check_uri``).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
-import re
+import urllib.request
 import zlib
 from pathlib import Path
+
+from orchestrator.outputs import Outputs
+from orchestrator.tracking.secrets import QUERY_SECRET, mask_secrets, split_credentials
 
 OPTUNA_ENV = "IFDD_OPTUNA_STORAGE"
 PG_DRIVER = "postgresql+psycopg2"
 _PG_SCHEMES = ("postgresql", "postgres")
-_QUERY_SECRET = re.compile(r"((?:^|[?&;])[^=&;]*(?:password|passwd|secret|token)[^=&;]*=)[^&;]*", re.IGNORECASE)
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password (``user:***@``, ``password=***``) replaced; other text unchanged."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    at = rest.rfind("@")
-    if at >= 0 and "/" not in rest[:at]:
-        user, colon, _ = rest[:at].partition(":")
-        rest = f"{user}{':***' if colon else ''}{rest[at:]}"
-    path, q, query = rest.partition("?")
-    return f"{scheme}://{path}{q}" + _QUERY_SECRET.sub(r"\1***", query)
 
 
 def is_postgres(url: str | None) -> bool:
     return bool(url) and url.split("://", 1)[0].split("+", 1)[0].lower() in _PG_SCHEMES
 
 
-def default_optuna_storage(runs: Path) -> str:
-    return f"sqlite:///{(runs / 'optuna.db').resolve()}"
-
-
-def optuna_storage(flag_value: str | None, runs: Path) -> str:
-    """``--optuna-storage``, else ``$IFDD_OPTUNA_STORAGE``, else ``sqlite:///<abs>/runs/optuna.db``; validated."""
-    url = flag_value or os.environ.get(OPTUNA_ENV) or default_optuna_storage(runs)
+def optuna_storage(flag_value: str | None, out: Outputs) -> str:
+    """``--optuna-storage``, else ``$IFDD_OPTUNA_STORAGE``, else ``sqlite:///<runs>/optuna.db``; validated."""
+    url = flag_value or os.environ.get(OPTUNA_ENV) or out.default_optuna
     flag = _optuna_flag(flag_value)
     if not (url.startswith("sqlite:///") or is_postgres(url)):
-        raise ValueError(f"{flag}: expected sqlite:///PATH or {PG_DRIVER}://USER@HOST:PORT/DB, got {mask_url(url)}")
+        raise ValueError(f"{flag}: expected sqlite:///PATH or {PG_DRIVER}://USER@HOST:PORT/DB, got {mask_secrets(url)}")
     validate_postgres(url, flag)
     return url
 
@@ -60,17 +48,43 @@ def _optuna_flag(flag_value: str | None) -> str:
     return OPTUNA_ENV if os.environ.get(OPTUNA_ENV) and not flag_value else "--optuna-storage"
 
 
-def check_stores(tracking_uri: str | None, optuna_flag: str | None, runs: Path) -> str:
+def check_stores(tracking_uri: str | None, optuna_flag: str | None, out: Outputs) -> tuple[str, str]:
     """Every store of a search checked before any work: the MLflow URI (server health or database connection), the
-    Optuna storage (resolved as in ``optuna_storage``), and that the two are not one PostgreSQL database.
-    Returns the Optuna storage URL."""
-    from orchestrator.tracking import check_uri
+    Optuna storage (resolved as in ``optuna_storage``), and that the two are not one database.
 
-    optuna_url = optuna_storage(optuna_flag, runs)
-    check_distinct(tracking_uri, optuna_url)
-    check_uri(tracking_uri)
+    Returns:
+        (tracking URI, Optuna storage URL): the defaults under the runs root where no flag names them; an http(s)
+        URI without its ``user:password@`` (moved to MLflow's credential variables).
+    """
+    optuna_url = optuna_storage(optuna_flag, out)
+    uri = tracking_uri or out.default_tracking_uri
+    check_distinct(uri, optuna_url)
+    check_uri(uri)
     check_postgres(optuna_url, _optuna_flag(optuna_flag))
-    return optuna_url
+    return split_credentials(uri), optuna_url
+
+
+def check_uri(uri: str | None) -> None:
+    """Fail fast (ValueError naming --tracking-uri) if a tracking server does not answer its /health, or a
+    PostgreSQL backend store is malformed, carries a password or cannot be connected to.
+
+    Credentials of a server (``user:password@`` in the URI, or MLFLOW_TRACKING_USERNAME/PASSWORD) are sent as HTTP
+    basic auth, never printed."""
+    check_postgres(uri, "--tracking-uri")
+    if not (uri and uri.startswith("http")):
+        return
+    bare = split_credentials(uri)
+    req = urllib.request.Request(f"{bare.rstrip('/')}/health")
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        user_pass = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        req.add_header("Authorization", "Basic " + base64.b64encode(user_pass.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            if r.status != 200:
+                raise OSError(f"HTTP {r.status}")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--tracking-uri: no MLflow server answers at {mask_secrets(uri)} "
+                         f"({mask_secrets(str(e))}); start one (e.g. `ifdd ui`) or fix the URI") from None
 
 
 def validate_postgres(url: str | None, flag: str) -> None:
@@ -80,7 +94,7 @@ def validate_postgres(url: str | None, flag: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    shown = mask_url(url)
+    shown = mask_secrets(url)
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -88,7 +102,7 @@ def validate_postgres(url: str | None, flag: str) -> None:
     if parsed.drivername != PG_DRIVER:
         raise ValueError(f"{flag}: {shown}: write the driver into the URL as {PG_DRIVER}://… (psycopg2 is the "
                          f"installed driver; {parsed.drivername}:// would need another)")
-    if parsed.password is not None or any(_QUERY_SECRET.search(f"?{k}=") for k in parsed.query):
+    if parsed.password is not None or any(QUERY_SECRET.search(f"?{k}=") for k in parsed.query):
         raise ValueError(f"{flag}: {shown}: the URL carries a password; remove it and give it in PGPASSWORD or "
                          "~/.pgpass (URLs are stored in Ray's experiment state and shown in logs)")
     if not parsed.database:
@@ -113,7 +127,7 @@ def check_postgres(url: str | None, flag: str, timeout_s: int = 5) -> None:
         secret = os.environ.get("PGPASSWORD")
         if secret:
             cause = cause.replace(secret, "***")
-        raise ValueError(f"{flag}: cannot connect to PostgreSQL at {mask_url(url)} ({cause[:240]}); start the "
+        raise ValueError(f"{flag}: cannot connect to PostgreSQL at {mask_secrets(url)} ({cause[:240]}); start the "
                          "server, create the database, or set PGPASSWORD") from None
     finally:
         engine.dispose()
@@ -132,7 +146,7 @@ def check_distinct(tracking_uri: str | None, optuna_url: str) -> None:
         return None
 
     if where(tracking_uri) is not None and where(tracking_uri) == where(optuna_url):
-        raise ValueError(f"--optuna-storage: {mask_url(optuna_url)} is MLflow's database too (--tracking-uri); "
+        raise ValueError(f"--optuna-storage: {mask_secrets(optuna_url)} is MLflow's database too (--tracking-uri); "
                          "give Optuna its own database (both keep an alembic_version table)")
 
 
