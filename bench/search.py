@@ -55,7 +55,7 @@ def trainable(config: dict[str, Any], *, base: dict[str, Any], data: MemoryData,
 
     def report(row: dict[str, Any]) -> None:
         ray.tune.report({"epoch": row["epoch"], "val_uar": row["val_uar"], "val_war": row["val_war"],
-                         "train_s": row["train_s"], "time": row["time"], "infeasible": 0})
+                         "train_s": row["epoch_s"], "time": row["time"], "infeasible": 0})
 
     fit(cfg, data, fold, test=False, on_epoch=report)
 

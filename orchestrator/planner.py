@@ -1,4 +1,4 @@
-"""Sizing work to the cluster, so that nothing waits forever for resources (docs/stack.md, resource pitfalls).
+"""Sizing work to the cluster, so that nothing waits forever for resources (docs/stack.md P3, P4).
 
 Two facts drive every rule here: Tune counts only a trial's driver, not the TorchTrainer workers that driver
 starts, so launching more trials than the workers fit deadlocks silently; and on a small box a 1-CPU reservation

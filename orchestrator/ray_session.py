@@ -1,4 +1,4 @@
-"""Starting or joining Ray for one `ifdd` command (docs/stack.md, the Ray pitfalls).
+"""Starting or joining Ray for one `ifdd` command (docs/stack.md P2, P4, P7, P8, P9).
 
 A local Ray is always a fresh instance of its own (``address="local"``), even when a `ray start` cluster or its
 stale address file exists on this machine: joining one is what ``--address`` is for. The worker-group start timeout

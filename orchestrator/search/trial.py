@@ -1,6 +1,6 @@
 """The Tune trial: a plain function that builds one Ray Train ``TorchTrainer`` per fold (Train V2 driver pattern).
 
-Tuner(TorchTrainer) is broken under Train V2 (docs/stack.md), so each trial is this function. It applies the
+Tuner(TorchTrainer) is broken under Train V2 (docs/stack.md P1), so each trial is this function. It applies the
 sampled values to the study's base config; a combination the model cannot build (e.g. a split ratio that leaves a
 lifting branch empty at that depth) is reported once as *infeasible* (objective 0, the worst UAR/WAR, flagged
 ``infeasible=1``) so the sampler learns to avoid it, and such a trial is never selected.

@@ -51,7 +51,7 @@ def make_trainer(cfg: RunConfig, fold: int, *, name: str, storage: str, res: Wor
             name=name, storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # max_failures: worker-group restarts from the last checkpoint; the controller limit turns a worker
-            # group that can never be placed into an error instead of an endless retry (docs/stack.md).
+            # group that can never be placed into an error instead of an endless retry (docs/stack.md P4).
             failure_config=ray.train.FailureConfig(max_failures=max_failures, controller_failure_limit=3),
             callbacks=callbacks or []),
     )

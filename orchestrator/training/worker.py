@@ -14,7 +14,9 @@ Both are written atomically with a checksum (``ifdd.checkpoint``). A restarted w
 if that checkpoint fails its checksum (corrupt, or cut short by a full disk), it falls back to the run's previous
 checkpoint with a warning (``ifdd.checkpoint.load_first_valid``).
 
-The test split is never touched here: ``orchestrator.evaluate`` tests the chosen checkpoint once, afterwards.
+The epoch loop itself is ``ifdd.engine.fit`` (the same loop the benchmarks run); this module adds what Ray Train
+needs around it: the DDP model and loaders, the report of every epoch and rank 0's checkpoints, and the resume. The
+test split is never touched here: the chosen checkpoint is tested once, afterwards (orchestrator/search/selection.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +35,10 @@ import torch.distributed as dist
 
 from ifdd.checkpoint import capture_rng_state, load_first_valid, restore_rng_state, save_checkpoint
 from ifdd.config import to_dict
-from ifdd.engine import (
-    LRSchedule,
-    NonFiniteLossError,
-    build_optimizer,
-    evaluate,
-    make_grad_scaler,
-    torch_distributed_gather,
-    train_one_epoch,
-)
-from ifdd.loss import IFDDLoss
+from ifdd.engine import FitState, fit, torch_distributed_gather
 from ifdd.model import build_model
-from ifdd.pipeline import build_split_loaders
-from ifdd.runconfig import run_config_from_dict
+from ifdd.pipeline import build_split_loaders, build_training
+from ifdd.runconfig import RunConfig, run_config_from_dict
 from ifdd.weights import load_k400_weights
 
 
@@ -74,32 +66,9 @@ def _collective_loss(loss_fn):
     return wrapped
 
 
-def _best_payload(best: dict, best_weights, cfg) -> dict[str, Any]:
-    return {"model": best_weights, "epoch": best["epoch"], "config": to_dict(cfg), "metrics": best["metrics"]}
-
-
-def _selected(best: dict) -> dict[str, Any]:
-    """The best checkpoint so far: its epoch and its val metrics (what the search ranks trials by: ``ckpt_*``).
-    Before any finished epoch they are 0, the worst value, so a trial that never finished an epoch never wins."""
-    m = best.get("metrics") or {}
-    return {"best_epoch": best["epoch"], "ckpt_val_uar": float(m.get("val_uar", 0.0)),
-            "ckpt_val_war": float(m.get("val_war", 0.0)), "infeasible": 0}
-
-
-def _report_stop(rank: int, epoch: int, reason: str, history: list, best: dict, best_weights, cfg) -> None:
-    """Report a stopped run. Ray keeps only checkpointed reports in the result, so rank 0 attaches a checkpoint
-    holding ``stop.json`` (the reason), the history so far and the best weights so far (if any epoch finished)."""
-    metrics = {"epoch": epoch, "stop_reason": reason, **_selected(best)}
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="ifdd-stop-") as d:
-        (Path(d) / "stop.json").write_text(json.dumps({"epoch": epoch, "reason": reason}))
-        save_checkpoint(Path(d) / "state.pt", {"epoch": epoch - 1, "history": history + [metrics], "best": best,
-                                               "config": to_dict(cfg)})
-        if best_weights is not None:
-            save_checkpoint(Path(d) / "best.pt", _best_payload(best, best_weights, cfg))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+def _best_payload(state: FitState, cfg: RunConfig) -> dict[str, Any]:
+    return {"model": state.best_weights, "epoch": state.best["epoch"], "config": to_dict(cfg),
+            "metrics": state.best["metrics"]}
 
 
 def _quiet_ray_train_logs() -> None:
@@ -122,8 +91,70 @@ def _resume_candidates(latest: Path) -> list[Path]:
     return [latest, *older]
 
 
+def _restore(ckpt, rank: int, device, model, parts) -> FitState:
+    """The fit state saved in Ray's latest checkpoint (or an older one if it fails its checksum); the model,
+    optimizer, schedule, scaler and RNG streams are restored in place."""
+    with ckpt.as_directory() as latest:
+        d, files = load_first_valid(_resume_candidates(Path(latest)), ("state.pt", "best.pt"), device,
+                                    warn=lambda msg: print(f"warning: rank {rank}: {msg}", flush=True))
+        if (d / "stop.json").is_file():
+            raise RuntimeError(f"this run stopped: {json.loads((d / 'stop.json').read_text())['reason']}; "
+                               "start it again with --fresh (or another --name) after fixing the config")
+        saved = files["state.pt"]
+        _unwrap(model).load_state_dict(saved["model"])
+        parts.optimizer.load_state_dict(saved["optimizer"])
+        parts.schedule.load_state_dict(saved["schedule"])
+        if parts.scaler is not None and saved.get("scaler"):
+            parts.scaler.load_state_dict(saved["scaler"])
+        restore_rng_state(saved["rng"])
+        return FitState(epoch=int(saved["epoch"]), best=saved["best"], history=list(saved.get("history", [])),
+                        best_weights=files["best.pt"]["model"] if "best.pt" in files else None)
+
+
+class Reporter:
+    """The fit's hooks inside Ray Train: every rank reports every epoch (Ray needs the same number of reports
+    from each rank); rank 0 prints one line and attaches the checkpoint directory (state.pt + best.pt)."""
+
+    def __init__(self, rank: int, cfg: RunConfig, fold: int, selection: str, label: str, model, parts):
+        self.rank, self.cfg, self.fold, self.selection, self.label = rank, cfg, fold, selection, label
+        self.model, self.parts = model, parts
+
+    def on_epoch(self, metrics: dict[str, Any], state: FitState) -> None:
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        select = self.cfg.train.select_metric
+        print(f"{self.label} epoch {metrics['epoch']}/{self.cfg.train.epochs} fold {self.fold}: "
+              f"train_loss {metrics['train_loss']:.4f} {select} {metrics[select]:.4f} (best {state.best['value']:.4f} "
+              f"@ {state.best['epoch']}) lr {metrics['lr']:.2e} {metrics['clips_per_s']:.1f} clips/s", flush=True)
+        p = self.parts
+        with tempfile.TemporaryDirectory(prefix="ifdd-ckpt-") as d:
+            save_checkpoint(Path(d) / "state.pt", {
+                "model": _unwrap(self.model).state_dict(), "optimizer": p.optimizer.state_dict(),
+                "schedule": p.schedule.state_dict(), "scaler": p.scaler.state_dict() if p.scaler else {},
+                "epoch": state.epoch, "rng": capture_rng_state(), "best": state.best, "history": state.history,
+                "config": to_dict(self.cfg), "fold": self.fold, "selection": self.selection})
+            save_checkpoint(Path(d) / "best.pt", _best_payload(state, self.cfg))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    def on_stop(self, metrics: dict[str, Any], state: FitState) -> None:
+        """A stopped run. Ray keeps only checkpointed reports in the result, so rank 0 attaches a checkpoint holding
+        ``stop.json`` (the reason), the history so far and the best weights so far (if any epoch finished)."""
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="ifdd-stop-") as d:
+            (Path(d) / "stop.json").write_text(json.dumps({"epoch": metrics["epoch"], "reason": state.stop_reason}))
+            save_checkpoint(Path(d) / "state.pt", {"epoch": state.epoch, "history": state.history,
+                                                   "best": state.best, "config": to_dict(self.cfg)})
+            if state.best_weights is not None:
+                save_checkpoint(Path(d) / "best.pt", _best_payload(state, self.cfg))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``config``: ``run`` (run-config dict), ``fold``, ``selection`` (val|test), ``threads``.
+    """Ray Train entry point. ``config``: ``run`` (run-config dict), ``fold``, ``selection`` (val|test), ``threads``,
+    ``label`` (the run's name, printed on each epoch line).
 
     A non-finite loss ends every rank's loop after reporting ``{"epoch", "stop_reason"}``; rank 0's report carries
     a checkpoint with ``stop.json`` so the driver sees the stop in the result.
@@ -137,7 +168,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Ray assigns a CUDA device to a worker that reserved a GPU; a logical GPU on a CPU box (tests, or a
     # mislabelled node) has none, so train on the CPU there instead of failing in .to("cuda").
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    node_id = ray.get_runtime_context().get_node_id()
     torch.manual_seed(cfg.train.seed + rank)
 
     if cfg.train.batch_size % world:
@@ -148,87 +178,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val_loader = ray.train.torch.prepare_data_loader(loaders.val, move_to_device=False)
 
     model = build_model(cfg.model)
-    if cfg.train.init_weights and ray.train.get_checkpoint() is None:
+    ckpt = ray.train.get_checkpoint()
+    if cfg.train.init_weights and ckpt is None:
         report = load_k400_weights(model, cfg.train.init_weights)
         if rank == 0:
             print(f"backbone from {cfg.train.init_weights}: {len(report.loaded)} tensors loaded, "
                   f"{len(report.missing)} left at init, {len(report.unexpected)} unexpected", flush=True)
     model = ray.train.torch.prepare_model(model.to(device), move_to_device=device)
-    loss_fn = IFDDLoss(cfg.loss, cfg.model.num_classes, loaders.class_counts).to(device)
-    optimizer = build_optimizer(model, cfg.optim, cfg.train.batch_size)
-    steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(
-        len(train_loader), cfg.train.max_steps_per_epoch)
-    schedule = LRSchedule.from_config(optimizer, cfg.optim, global_batch=cfg.train.batch_size,
-                                      epochs=cfg.train.epochs, steps_per_epoch=max(1, steps))
-    scaler = make_grad_scaler(device, cfg.optim.amp)
-
-    start_epoch, best = 1, {"epoch": 0, "value": float("-inf"), "metrics": {}}
-    best_weights, history = None, []
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as latest:
-            d, files = load_first_valid(_resume_candidates(Path(latest)), ("state.pt", "best.pt"), device,
-                                        warn=lambda msg: print(f"warning: rank {rank}: {msg}", flush=True))
-            if (d / "stop.json").is_file():
-                raise RuntimeError(f"this run stopped: {json.loads((d / 'stop.json').read_text())['reason']}; "
-                                   "start it again with --fresh (or another --name) after fixing the config")
-            state = files["state.pt"]
-            _unwrap(model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            restore_rng_state(state["rng"])
-            best = state["best"]
-            history = list(state.get("history", []))
-            best_weights = files["best.pt"]["model"] if "best.pt" in files else None
-            start_epoch = int(state["epoch"]) + 1
-
-    step_loss = _collective_loss(loss_fn)
-    select = cfg.train.select_metric
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        t0 = time.perf_counter()
-        try:
-            stats = train_one_epoch(model, train_loader, step_loss, optimizer, schedule, device=device,
-                                    batch_transform=loaders.batch_transform, grad_clip=cfg.optim.grad_clip,
-                                    amp=cfg.optim.amp, scaler=scaler, max_steps=cfg.train.max_steps_per_epoch,
-                                    epoch=epoch)
-        except NonFiniteLossError as e:
-            _report_stop(rank, epoch, f"non-finite loss: {' '.join(str(e).split())}", history, best, best_weights, cfg)
-            return
-        val = evaluate(model, val_loader, device=device, num_classes=cfg.model.num_classes,
-                       gather=torch_distributed_gather if world > 1 else None)
-        epoch_s = time.perf_counter() - t0
-        metrics = {
-            "epoch": epoch, "train_loss": stats["loss"], "train_ce": stats.get("ce"), "train_gc": stats.get("gc"),
-            "val_uar": val["uar"], "val_war": val["war"], "val_loss": val["loss"], "val_clips": val["clips"],
-            "lr": stats["lr"], "clips_per_s": stats["clips_per_s"] * world, "epoch_s": epoch_s,
-            "world_size": world, "start_epoch": start_epoch, "node_id": node_id,
-        }
-        score = metrics[select]
-        if score > best["value"]:
-            best = {"epoch": epoch, "value": score,
-                    "metrics": {"val_uar": val["uar"], "val_war": val["war"],
-                                "val_per_class_recall": val["per_class_recall"],
-                                "val_confusion": val["confusion"]}}
-            best_weights = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
-        metrics.update(_selected(best))
-        history.append(metrics)
-        if rank == 0:
-            print(f"{config.get('label', 'run')} epoch {epoch}/{cfg.train.epochs} fold {fold}: "
-                  f"train_loss {stats['loss']:.4f} "
-                  f"{select} {score:.4f} (best {best['value']:.4f} @ {best['epoch']}) lr {stats['lr']:.2e} "
-                  f"{metrics['clips_per_s']:.1f} clips/s", flush=True)
-            with tempfile.TemporaryDirectory(prefix="ifdd-ckpt-") as d:
-                save_checkpoint(Path(d) / "state.pt", {
-                    "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-                    "epoch": epoch, "rng": capture_rng_state(), "best": best, "history": history,
-                    "config": to_dict(cfg), "fold": fold, "selection": selection})
-                save_checkpoint(Path(d) / "best.pt", _best_payload(best, best_weights, cfg))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics)
+    parts = build_training(cfg, model, loaders.class_counts, steps_per_epoch=len(train_loader), device=device)
+    state = _restore(ckpt, rank, device, model, parts) if ckpt else None
+    hooks = Reporter(rank, cfg, fold, selection, config.get("label", "run"), model, parts)
+    fit(model, train_loader, val_loader, _collective_loss(parts.loss_fn), parts.optimizer, parts.schedule,
+        epochs=cfg.train.epochs, select_metric=cfg.train.select_metric, device=device,
+        num_classes=cfg.model.num_classes, state=state, batch_transform=loaders.batch_transform,
+        grad_clip=cfg.optim.grad_clip, amp=cfg.optim.amp, scaler=parts.scaler,
+        max_steps=cfg.train.max_steps_per_epoch, gather=torch_distributed_gather if world > 1 else None,
+        world=world, tags={"node_id": ray.get_runtime_context().get_node_id()}, on_epoch=hooks.on_epoch,
+        on_stop=hooks.on_stop)
