@@ -229,6 +229,7 @@ def credential_scan(doc: Any, where: tuple = (), fix: str = "take it from an env
         for i, v in enumerate(doc):
             problems += credential_scan(v, where + (i,), fix)
     elif isinstance(doc, str):
-        problems += [f"{key_path(where)}: literal credential in a string ({what}); {fix}"
-                     for what in dict.fromkeys(string_findings(doc))]
+        found = list(dict.fromkeys(string_findings(doc)))
+        if found:
+            problems.append(f"{key_path(where)}: literal credential in a string ({', '.join(found)}); {fix}")
     return problems

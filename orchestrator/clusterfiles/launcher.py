@@ -225,7 +225,10 @@ def semantic_problems(cfg: dict, raw: dict) -> list[str]:
         return [f"head_node_type: {head!r} is not one of available_node_types ({', '.join(types) or 'none'})"]
     total_min = sum(nt.get("min_workers", 0) for nt in types.values())
     if total_min > cfg["max_workers"]:
-        return [f"max_workers: {cfg['max_workers']} is below the sum of the node types' min_workers ({total_min})"]
+        local = " (on-prem, min_workers defaults to the number of worker_ips)" if cfg["provider"]["type"] == "local" \
+            else ""
+        return [f"max_workers: {cfg['max_workers']} is below the sum of the node types' min_workers ({total_min})"
+                + local]
     out = io.StringIO()
     try:
         with quiet_ray(out):
@@ -253,10 +256,7 @@ def late_failures(raw: dict, cfg: dict) -> list[str]:
             problems.append(f"available_node_types.{name}: min_workers {lo} > max_workers {hi}; Ray would keep "
                             f"at most {hi} without saying so")
     provider = cfg["provider"]
-    if provider["type"] == "local":
-        lo, hi = raw.get("min_workers"), raw.get("max_workers")
-        if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
-            problems.append(f"min_workers: {lo} > max_workers {hi}; Ray would keep at most {hi} without saying so")
+    if provider["type"] == "local":  # (min_workers > max_workers here is refused by validate_config already)
         seen = {provider["head_ip"]: "provider.head_ip"}
         for i, ip in enumerate(provider.get("worker_ips") or []):
             if ip in seen:
