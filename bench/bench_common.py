@@ -6,9 +6,9 @@ The set is the project's synthetic DFEW tree (``ifdd.data.synth``: H.264 mp4s, 1
 so every run reads the same tensors from memory instead of decoding. Fold membership (inner-train / inner-val /
 test) is the manifest's, exactly what ``ifdd train`` and ``ifdd search`` use.
 
-``fit`` is ``orchestrator/worker.py``'s epoch loop without Ray Train: ``ifdd.engine`` optimizer, lr schedule,
-``train_one_epoch`` and ``evaluate``; the checkpoint is chosen on the selection split (inner-val in the nested
-protocol) and only that checkpoint is evaluated once on the test fold.
+``fit`` runs ``ifdd.engine.fit``, the epoch loop the Ray Train workers of ``ifdd search`` run, in this process;
+the checkpoint is chosen on the selection split (inner-val in the nested protocol) and only that checkpoint is
+evaluated once on the test fold.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ifdd.engine import LRSchedule, build_optimizer, evaluate, train_one_epoch
-from ifdd.loss import IFDDLoss
+from ifdd.engine import evaluate
+from ifdd.engine import fit as engine_fit
 from ifdd.model import build_model
+from ifdd.pipeline import build_training
 from ifdd.runconfig import RunConfig
 
 FRAMES, SIZE = 8, 64
@@ -110,7 +111,8 @@ def synthetic_memory(workdir: Path, clips_per_class: int = 100, min_per_class: i
 
 def fit(cfg: RunConfig, data: MemoryData, fold: int, *, selection: str = "val", test: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train ``cfg`` on ``fold`` in this process; returns the history, the selected epoch and its test metrics.
+    """Train ``cfg`` on ``fold`` in this process with ``ifdd.engine.fit`` (the loop ``ifdd search`` runs); returns
+    the history, the selected epoch and, for the nested protocol, its single test evaluation.
 
     ``selection="val"``: train on inner-train, pick the epoch with the best ``cfg.train.select_metric`` on
     inner-val, then evaluate those weights once on the test fold (the nested protocol of ``ifdd train``).
@@ -122,28 +124,15 @@ def fit(cfg: RunConfig, data: MemoryData, fold: int, *, selection: str = "val", 
                        generator=gen)
     val = DataLoader(data.split(fold, sel_role), batch_size=cfg.train.eval_batch_size)
     model = build_model(cfg.model)
-    loss_fn = IFDDLoss(cfg.loss, cfg.model.num_classes, data.counts(fold, train_role))
-    optimizer = build_optimizer(model, cfg.optim, cfg.train.batch_size)
-    schedule = LRSchedule.from_config(optimizer, cfg.optim, global_batch=cfg.train.batch_size,
-                                      epochs=cfg.train.epochs, steps_per_epoch=len(train))
-    best, best_weights, history = {"epoch": 0, "value": float("-inf")}, None, []
-    train_s = 0.0
-    for epoch in range(1, cfg.train.epochs + 1):
-        t0 = time.perf_counter()
-        stats = train_one_epoch(model, train, loss_fn, optimizer, schedule, device="cpu", epoch=epoch)
-        train_s += stats["time_s"]
-        v = evaluate(model, val, device="cpu", num_classes=cfg.model.num_classes)
-        row = {"epoch": epoch, "train_loss": stats["loss"], "val_uar": v["uar"], "val_war": v["war"],
-               "train_s": stats["time_s"], "epoch_s": time.perf_counter() - t0, "time": time.time()}
-        history.append(row)
-        if row[cfg.train.select_metric] > best["value"]:
-            best = {"epoch": epoch, "value": row[cfg.train.select_metric], "val_uar": v["uar"], "val_war": v["war"]}
-            best_weights = {k: t.detach().clone() for k, t in model.state_dict().items()}
-        if on_epoch is not None:
-            on_epoch(row)
-    out = {"history": history, "best": best, "train_s": train_s}
+    parts = build_training(cfg, model, data.counts(fold, train_role), steps_per_epoch=len(train), device="cpu")
+    state = engine_fit(model, train, val, parts.loss_fn, parts.optimizer, parts.schedule, epochs=cfg.train.epochs,
+                       select_metric=cfg.train.select_metric, device="cpu", num_classes=cfg.model.num_classes,
+                       max_steps=cfg.train.max_steps_per_epoch,
+                       on_epoch=None if on_epoch is None else lambda m, _s: on_epoch({**m, "time": time.time()}))
+    best = {"epoch": state.best["epoch"], "value": state.best["value"], **state.best["metrics"]}
+    out = {"history": state.history, "best": best, "train_s": sum(h["epoch_s"] for h in state.history)}
     if test and selection == "val":
-        model.load_state_dict(best_weights)
+        model.load_state_dict(state.best_weights)
         t = evaluate(model, DataLoader(data.split(fold, "test"), batch_size=cfg.train.eval_batch_size),
                      device="cpu", num_classes=cfg.model.num_classes)
         out["test"] = {"uar": t["uar"], "war": t["war"], "clips": t["clips"]}

@@ -3,11 +3,11 @@ after another by ``ifdd train``'s trainer in one process.
 
 Setup: the synthetic tree of ``bench/bench_common.py`` (718 clips) indexed and cached at 8×64² (Arrow cache, as ``ifdd
 data cache``), the tiny model at that shape, ``--trials`` trials of ``--epochs`` epochs of ``--steps`` optimizer steps
-(batch 16) on fold 1, one Ray Train worker (0.9 logical CPU, one torch thread) per trial, no pruning. The study runs
-through ``orchestrator.study.run_search`` (Tune + Optuna + Ray Train + MLflow tracking + the selected trial's single
-test evaluation: everything ``ifdd search`` does); then each trial's config runs through
-``orchestrator.train.run_training`` (``ifdd train``'s trainer) sequentially on the same local Ray. Ray is started
-once; its start time is reported apart.
+(batch 16) on fold 1, one Ray Train worker (0.9 logical CPU, one torch thread) per trial, no pruning. The study
+runs through ``orchestrator.search.runner.run_search`` (Tune + Optuna + Ray Train + MLflow tracking + the selected
+trial's single test evaluation: everything ``ifdd search`` does); then each trial's config runs through
+``orchestrator.training.trainer.run_training`` (``ifdd train``'s trainer) sequentially on the same local Ray. Ray is
+started once; its start time is reported apart.
 
 Measured, per mode: wall time; Σ epoch time (train + inner-val, the workers' own ``epoch_s``) and Σ train-step time
 (clips / the workers' clips/s) over all trials, as fractions of wall × concurrency; per-trial start latency = Tune's
@@ -73,9 +73,10 @@ def _fractions(wall: float, epoch_s: float, train_s: float, concurrent: int) -> 
 def run_study_mode(doc: dict[str, Any], work: Path, concurrent: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     import ray.tune
 
-    from orchestrator.search import Paths, study_names
-    from orchestrator.space import parse_space
-    from orchestrator.study import run_search
+    from orchestrator.outputs import Outputs
+    from orchestrator.search.results import Paths, study_names
+    from orchestrator.search.runner import run_search
+    from orchestrator.search.space import parse_space
 
     space = parse_space(doc, default_name=doc["name"])
     runs = work / f"runs-c{concurrent}"
@@ -83,11 +84,12 @@ def run_study_mode(doc: dict[str, Any], work: Path, concurrent: int) -> tuple[di
     storage = str(work / f"ray-c{concurrent}")
     shutil.rmtree(storage, ignore_errors=True)
     t0 = time.perf_counter()
-    ok = run_search(space, storage=storage, runs=runs, resume=False, fresh=True)
+    out = Outputs.resolve(str(runs), storage)
+    ok = run_search(space, out=out, uri=out.default_tracking_uri, optuna=out.default_optuna, resume=False, fresh=True)
     wall = time.perf_counter() - t0
     if not ok:
         raise RuntimeError(f"study {space.name} did not finish")
-    paths = Paths(storage, runs, space.name)
+    paths = Paths(out, space.name, out.default_optuna)
     study, _ = study_names(space)[0]
     analysis = ray.tune.ExperimentAnalysis(f"{paths.tune}/{study}")
     trials, epoch_s, train_s, latency = [], 0.0, 0.0, []
@@ -109,9 +111,9 @@ def run_train_mode(doc: dict[str, Any], work: Path, configs: list[dict[str, Any]
     import ray
 
     from ifdd.runconfig import with_overrides
-    from orchestrator.ray_env import size_workers
-    from orchestrator.space import parse_space
-    from orchestrator.train import run_training
+    from orchestrator.planner import size_workers
+    from orchestrator.search.space import parse_space
+    from orchestrator.training.trainer import run_training
 
     space = parse_space(doc, default_name=doc["name"])
     res = size_workers({k: float(v) for k, v in ray.cluster_resources().items()}, 1, WORKER_CPUS, 0.0)
@@ -150,7 +152,7 @@ def main() -> None:
 
     import ray
 
-    from orchestrator.ray_env import init_ray
+    from orchestrator.ray_session import init_ray
 
     t0 = time.perf_counter()
     init_ray(None, num_cpus=os.cpu_count())

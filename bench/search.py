@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import MemoryData, fit, machine, synthetic_memory, write_json  # noqa: E402
 
 from ifdd.runconfig import with_overrides  # noqa: E402
-from orchestrator.space import SearchSpace, load_space  # noqa: E402
+from orchestrator.search.space import SearchSpace, load_space  # noqa: E402
 
 SPACE = Path(__file__).resolve().parent / "search_space.yaml"
 
@@ -55,7 +55,7 @@ def trainable(config: dict[str, Any], *, base: dict[str, Any], data: MemoryData,
 
     def report(row: dict[str, Any]) -> None:
         ray.tune.report({"epoch": row["epoch"], "val_uar": row["val_uar"], "val_war": row["val_war"],
-                         "train_s": row["train_s"], "time": row["time"], "infeasible": 0})
+                         "train_s": row["epoch_s"], "time": row["time"], "infeasible": 0})
 
     fit(cfg, data, fold, test=False, on_epoch=report)
 
@@ -153,7 +153,7 @@ def main() -> None:
 
     import ray
 
-    from orchestrator.ray_env import init_ray
+    from orchestrator.ray_session import init_ray
 
     init_ray(None, num_cpus=os.cpu_count())
     per_seed = []

@@ -2,7 +2,7 @@
 
 Reads whichever of model/data/train/search/ablation/overhead/gpu.json exist, writes ``summary.md`` and
 ``plots/*.html`` next to them, and logs the JSONs, the summary and the plots as one run of the MLflow experiment
-``bench`` in the project's default store (``orchestrator.tracking.default_uri``; artifacts under ``runs/mlartifacts``).
+``bench`` in the project's default store (``orchestrator.outputs.Outputs``; artifacts under ``runs/mlartifacts``).
 Without ``gpu.json`` the GPU section gives expected figures from FLOP counts, marked as estimates.
 
     python bench/summary.py [--dir runs/bench] [--runs runs] [--no-mlflow]
@@ -243,9 +243,10 @@ def write_summary(bench: Path, flops: dict[str, float] | None = None) -> Path:
 
 
 def log_mlflow(bench: Path, runs: Path) -> str:
-    from orchestrator.tracking import Tracker, default_uri, git_commit
+    from orchestrator.outputs import Outputs
+    from orchestrator.tracking.client import Tracker, git_commit
 
-    tracker = Tracker(default_uri(runs), (runs / "mlartifacts").resolve())
+    tracker = Tracker(Outputs.resolve(str(runs)).default_tracking_uri, (runs / "mlartifacts").resolve())
     exp = tracker.experiment("bench")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run = tracker.run(exp, f"bench-{stamp}", {"ifdd.kind": "bench", "ifdd.bench_run": stamp})

@@ -33,8 +33,9 @@ def main() -> None:
 
     import ray
 
-    from orchestrator.ray_env import init_ray, size_workers
-    from orchestrator.train import run_training
+    from orchestrator.planner import size_workers
+    from orchestrator.ray_session import init_ray
+    from orchestrator.training.trainer import run_training
 
     results = []
     with tempfile.TemporaryDirectory(prefix="ifdd-bench-train-") as tmp:

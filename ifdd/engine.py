@@ -1,9 +1,10 @@
-"""Plain-PyTorch training engine: optimizer, lr schedule, one epoch of training, evaluation, metrics.
+"""Plain-PyTorch training engine: optimizer, lr schedule, one epoch of training, evaluation, and ``fit``, the one
+epoch loop of the project.
 
-No Ray here: ``orchestrator/worker.py`` wraps these functions in a Ray Train loop, and the tests run them directly.
-Batches are dicts as a default-collated DataLoader gives them: ``video`` (B, C, T, H, W) float, ``label`` (B,) long,
-``clip_id`` list[str]. Recipe and metric definitions follow ``ifdd-spec.md`` §5.1. Checkpoint helpers live in
-``ifdd.checkpoint`` and are re-exported here.
+No Ray here: ``orchestrator/training/worker.py`` runs ``fit`` inside a Ray Train worker (its hooks report to Ray and
+write checkpoints), the benchmarks run it in-process, and the tests run it directly. Batches are dicts as a
+default-collated DataLoader gives them: ``video`` (B, C, T, H, W) float, ``label`` (B,) long, ``clip_id`` list[str].
+The recipe follows docs/model.md §9; metrics are in ``ifdd.metrics``, checkpoint files in ``ifdd.checkpoint``.
 """
 
 from __future__ import annotations
@@ -11,27 +12,20 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ifdd.checkpoint import (  # re-exported: the engine is the one import a training loop needs
-    CheckpointError,
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
 from ifdd.config import OptimConfig
+from ifdd.metrics import confusion_matrix, per_class_recall, uar, war
 
 __all__ = [
-    "NonFiniteLossError", "CheckpointError", "Record", "default_device", "autocast", "make_grad_scaler",
-    "build_optimizer", "LRSchedule", "train_one_epoch", "evaluate", "torch_distributed_gather",
-    "confusion_matrix", "per_class_recall", "uar", "war", "save_checkpoint", "load_checkpoint",
-    "capture_rng_state", "restore_rng_state",
+    "NonFiniteLossError", "Record", "default_device", "autocast", "make_grad_scaler", "build_optimizer", "LRSchedule",
+    "train_one_epoch", "evaluate", "torch_distributed_gather", "FitState", "fit", "selected_metrics",
 ]
 
 Record = tuple[str, list[float], int]
@@ -299,42 +293,88 @@ def evaluate(model: nn.Module, loader: Iterable[dict[str, Any]], *, device: torc
             "loss": float(F.cross_entropy(logits, labels))}
 
 
-# Metrics (pure functions) ---------------------------------------------------------------------------------------
-def confusion_matrix(preds: Sequence[int] | torch.Tensor, targets: Sequence[int] | torch.Tensor,
-                     num_classes: int) -> torch.Tensor:
-    """(K, K) int64 counts; entry [t, p] = clips of true class t predicted as p."""
-    p = torch.as_tensor(preds, dtype=torch.long).flatten()
-    t = torch.as_tensor(targets, dtype=torch.long).flatten()
-    if p.shape != t.shape:
-        raise ValueError(f"confusion_matrix: {p.numel()} predictions for {t.numel()} targets")
-    for name, v in (("predictions", p), ("targets", t)):
-        if v.numel() and (v.min() < 0 or v.max() >= num_classes):
-            raise ValueError(f"confusion_matrix: {name} must be in [0, {num_classes}), got {v.min()}..{v.max()}")
-    return torch.bincount(t * num_classes + p, minlength=num_classes**2).view(num_classes, num_classes)
+# Fitting --------------------------------------------------------------------------------------------------------
+@dataclass
+class FitState:
+    """Everything resuming a fit needs, and what it produced: the last finished epoch, the best epoch so far on the
+    selection metric (its val metrics and weights) and every epoch's metrics."""
+
+    epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "value": float("-inf"), "metrics": {}})
+    best_weights: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str = ""
+    """Why the fit stopped before its last epoch (a non-finite loss), or empty."""
 
 
-def per_class_recall(cm: torch.Tensor | Sequence[Sequence[int]]) -> list[float]:
-    """Recall of each true class (row); NaN for a class with no clip (undefined, not 0)."""
-    cm = torch.as_tensor(cm, dtype=torch.float64)
-    support = cm.sum(1)
-    return [float(cm[k, k] / support[k]) if support[k] > 0 else math.nan for k in range(cm.shape[0])]
+def selected_metrics(best: dict[str, Any]) -> dict[str, Any]:
+    """The best checkpoint so far: its epoch and its val metrics (what a search ranks trials by: ``ckpt_*``).
+    Before any finished epoch they are 0, the worst value, so a run that never finished an epoch never wins."""
+    m = best.get("metrics") or {}
+    return {"best_epoch": best["epoch"], "ckpt_val_uar": float(m.get("val_uar", 0.0)),
+            "ckpt_val_war": float(m.get("val_war", 0.0)), "infeasible": 0}
 
 
-def uar(cm: torch.Tensor | Sequence[Sequence[int]]) -> float:
-    """Unweighted average recall: mean recall over the classes with >= 1 clip.
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
 
-    A class absent from the targets is left out rather than counted as 0 (torchmetrics' macro recall would count it
-    as 0 if it were predicted). On DFEW's test folds all 7 classes are present, so both agree.
+
+def fit(model: nn.Module, train_loader: Iterable[dict[str, Any]], val_loader: Iterable[dict[str, Any]],
+        loss_fn: Callable, optimizer: torch.optim.Optimizer, schedule: LRSchedule | None, *, epochs: int,
+        select_metric: str, device: torch.device | str, num_classes: int, state: FitState | None = None,
+        batch_transform: Callable | None = None, grad_clip: float = 0.0, amp: str = "off",
+        scaler: torch.amp.GradScaler | None = None, max_steps: int | None = None,
+        gather: Callable[[list[Record]], list[Record]] | None = None, world: int = 1,
+        tags: dict[str, Any] | None = None, on_epoch: Callable[[dict[str, Any], FitState], None] | None = None,
+        on_stop: Callable[[dict[str, Any], FitState], None] | None = None) -> FitState:
+    """Train from ``state.epoch + 1`` to ``epochs``: each epoch one pass of ``train_loader``, then ``evaluate`` on
+    ``val_loader`` (the selection split: inner-val in the nested protocol). The epoch with the best
+    ``select_metric`` (``val_uar``/``val_war``; ties keep the earlier epoch) is the selected checkpoint: its weights
+    are kept in ``state.best_weights`` (CPU copies of the unwrapped model).
+
+    Hooks: ``on_epoch(metrics, state)`` after each epoch, with the epoch already in ``state.history`` (report it,
+    write a checkpoint); ``on_stop(metrics, state)`` once when a non-finite loss ends the fit early
+    (``state.stop_reason`` says why; the history keeps the stopped epoch's row). A sampler with ``set_epoch`` (a
+    DistributedSampler) is re-seeded every epoch. ``world``: data-parallel ranks (scales ``clips_per_s``);
+    ``tags``: constant values added to every epoch's metrics (e.g. the node id).
+
+    Returns:
+        The final state (also when stopped early).
     """
-    present = [r for r in per_class_recall(cm) if not math.isnan(r)]
-    if not present:
-        raise ValueError("uar: the confusion matrix is empty")
-    return sum(present) / len(present)
-
-
-def war(cm: torch.Tensor | Sequence[Sequence[int]]) -> float:
-    """Weighted average recall = overall accuracy."""
-    cm = torch.as_tensor(cm, dtype=torch.float64)
-    if cm.sum() == 0:
-        raise ValueError("war: the confusion matrix is empty")
-    return float(cm.trace() / cm.sum())
+    state = state or FitState()
+    start = state.epoch + 1
+    for epoch in range(start, epochs + 1):
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        try:
+            stats = train_one_epoch(model, train_loader, loss_fn, optimizer, schedule, device=device, epoch=epoch,
+                                    batch_transform=batch_transform, grad_clip=grad_clip, amp=amp, scaler=scaler,
+                                    max_steps=max_steps)
+        except NonFiniteLossError as e:
+            state.stop_reason = f"non-finite loss: {' '.join(str(e).split())}"
+            row = {"epoch": epoch, "stop_reason": state.stop_reason, **selected_metrics(state.best)}
+            state.history.append(row)
+            if on_stop is not None:
+                on_stop(row, state)
+            return state
+        val = evaluate(model, val_loader, device=device, num_classes=num_classes, gather=gather, amp=amp)
+        metrics = {"epoch": epoch, "train_loss": stats["loss"], "train_ce": stats.get("ce"),
+                   "train_gc": stats.get("gc"), "val_uar": val["uar"], "val_war": val["war"], "val_loss": val["loss"],
+                   "val_clips": val["clips"], "val_classes": val["uar_classes"], "lr": stats["lr"],
+                   "clips_per_s": stats["clips_per_s"] * world, "epoch_s": time.perf_counter() - t0,
+                   "world_size": world, "start_epoch": start, **(tags or {})}
+        score = metrics[select_metric]
+        if score > state.best["value"]:
+            state.best = {"epoch": epoch, "value": score,
+                          "metrics": {"val_uar": val["uar"], "val_war": val["war"],
+                                      "val_per_class_recall": val["per_class_recall"],
+                                      "val_confusion": val["confusion"]}}
+            state.best_weights = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+        metrics.update(selected_metrics(state.best))
+        state.epoch = epoch
+        state.history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics, state)
+    return state

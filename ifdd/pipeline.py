@@ -1,6 +1,6 @@
 """Datasets and loaders for one (run config, fold), and the one-off evaluation of a chosen checkpoint.
 
-Roles per selection rule (design.md "Protocol"):
+Roles per selection rule (docs/protocol.md):
 
 - ``val`` (nested, default): train on inner-train, select on inner-val; the test split is only ever seen by
   ``evaluate_checkpoint`` after selection.
@@ -22,7 +22,8 @@ from ifdd.checkpoint import load_checkpoint
 from ifdd.data.dataset import ClipDataset
 from ifdd.data.manifest import class_counts, fold_split, load_manifest
 from ifdd.data.transforms import BatchTrainAugment, MixupCutmix, TrainTransform
-from ifdd.engine import evaluate
+from ifdd.engine import LRSchedule, build_optimizer, evaluate, make_grad_scaler
+from ifdd.loss import IFDDLoss
 from ifdd.model import build_model
 from ifdd.runconfig import RunConfig
 
@@ -83,6 +84,29 @@ def build_split_loaders(cfg: RunConfig, fold: int, *, selection: str = "val", ba
     counts = class_counts(fold_split(df, fold, train_role), cfg.model.num_classes)
     batch_transform = BatchTrainAugment(TrainTransform(cfg.model.image_size), mix) if on == "device" else mix
     return SplitLoaders(train, val, counts, batch_transform)
+
+
+@dataclass
+class TrainingParts:
+    """What one fit needs besides the model and the data, all built from the run config."""
+
+    loss_fn: IFDDLoss
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler | None
+
+
+def build_training(cfg: RunConfig, model: torch.nn.Module, counts: list[int], *, steps_per_epoch: int,
+                   device: str | torch.device) -> TrainingParts:
+    """The loss (class-balanced from ``counts``), AdamW at the batch-scaled lr, the per-step schedule over
+    ``cfg.train.epochs`` × ``steps_per_epoch`` (capped by ``max_steps_per_epoch``) and the fp16 grad scaler."""
+    steps = steps_per_epoch if cfg.train.max_steps_per_epoch is None else min(steps_per_epoch,
+                                                                              cfg.train.max_steps_per_epoch)
+    optimizer = build_optimizer(model, cfg.optim, cfg.train.batch_size)
+    schedule = LRSchedule.from_config(optimizer, cfg.optim, global_batch=cfg.train.batch_size,
+                                      epochs=cfg.train.epochs, steps_per_epoch=max(1, steps))
+    return TrainingParts(IFDDLoss(cfg.loss, cfg.model.num_classes, counts).to(device), optimizer, schedule,
+                         make_grad_scaler(device, cfg.optim.amp))
 
 
 def evaluate_checkpoint(path: str | Path, cfg: RunConfig, fold: int, *, role: str = "test",

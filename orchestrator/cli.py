@@ -1,8 +1,8 @@
 """The ``ifdd`` command.
 
-Contract (design.md): exit 0 on success; exit 2 with a one-line ``error: …`` on stderr, naming the file/field and
-what is wrong, on bad input; exit 143 with a ``preempted:`` line after SIGTERM (orchestrator/preempt.py). Every
-subcommand has ``--help``. Subcommands are registered by the modules in
+Contract (docs/architecture.md, "The CLI contract"): exit 0 on success; exit 2 with a one-line ``error: …`` on stderr,
+naming the file/field and what is wrong, on bad input; exit 143 with a ``preempted:`` line after SIGTERM
+(orchestrator/preempt.py). Every subcommand has ``--help``. Subcommands are registered by the modules in
 ``orchestrator/commands``; a command that is not built yet is absent rather than a placeholder.
 """
 

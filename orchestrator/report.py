@@ -1,6 +1,6 @@
 """`ifdd report`: one search's results as HTML and Markdown, every number with the rule that selected it.
 
-Reads what the search saved under ``runs/search/<experiment>/`` (summary.json, one JSON per study, the Optuna plot
+Reads what the search saved under ``<runs>/search/<experiment>/`` (summary.json, one JSON per study, the Optuna plot
 HTML) and writes ``report.html`` (self-contained: confusion matrices embedded, plots copied alongside) and
 ``report.md`` with the per-fold table, mean ± std, per-class recall, confusion matrices, the Optuna plots and the
 published DFEW results, labelled as published and not reproduced here.
@@ -16,9 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report_text import SELECTION_LABEL
-from orchestrator.search import status_counts
-from orchestrator.tracking_study import CLASS_NAMES, confusion_png
+from ifdd.data.manifest import LABEL_NAMES
+from orchestrator.outputs import Outputs
+from orchestrator.protocol import SELECTION_LABEL
+from orchestrator.search.results import status_counts
+from orchestrator.search.summary import fold_table_md, format_params
+from orchestrator.tracking.study_runs import confusion_png
 
 PUBLISHED_DFEW = [  # 5-fold UAR / WAR (%), as published by their authors
     ("Former-DFER", 53.69, 65.70), ("M3DFEL", 56.10, 69.25), ("LSGTNet", 61.33, 72.34),
@@ -26,17 +29,18 @@ PUBLISHED_DFEW = [  # 5-fold UAR / WAR (%), as published by their authors
 ]
 
 
-def latest_experiment(runs: Path) -> str:
-    found = sorted((runs / "search").glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
+def latest_experiment(out: Outputs) -> str:
+    found = sorted((out.root / "search").glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"{runs / 'search'}: no finished search; run `ifdd demo` or `ifdd search` first")
+        raise FileNotFoundError(f"{out.root / 'search'}: no finished search; run `ifdd demo` or `ifdd search` first "
+                                "(or give the --runs they used)")
     return found[-1].parent.name
 
 
-def load_results(runs: Path, experiment: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    folder = runs / "search" / experiment
+def load_results(out: Outputs, experiment: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    folder = out.search_dir(experiment)
     if not (folder / "summary.json").is_file():
-        known = ", ".join(sorted(p.parent.name for p in (runs / "search").glob("*/summary.json"))) or "none"
+        known = ", ".join(sorted(p.parent.name for p in (out.root / "search").glob("*/summary.json"))) or "none"
         raise FileNotFoundError(f"{folder / 'summary.json'}: no finished search named {experiment!r} "
                                 f"(finished: {known})")
     summary = json.loads((folder / "summary.json").read_text())
@@ -48,12 +52,8 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
 
-def _params(p: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(p.items())) or "-"
-
-
-def build_report(runs: Path, experiment: str, out: Path) -> tuple[Path, Path]:
-    summary, studies = load_results(runs, experiment)
+def build_report(outputs: Outputs, experiment: str, out: Path) -> tuple[Path, Path]:
+    summary, studies = load_results(outputs, experiment)
     out.mkdir(parents=True, exist_ok=True)
     label = SELECTION_LABEL[summary["selection"]]
     rows = summary["folds"]
@@ -65,7 +65,7 @@ def build_report(runs: Path, experiment: str, out: Path) -> tuple[Path, Path]:
     plots = []
     for st in studies:
         for rel in st.get("plots", []):
-            src = runs / "search" / experiment / rel
+            src = outputs.search_dir(experiment) / rel
             if src.is_file():
                 shutil.copy2(src, out / src.name)
                 plots.append(src.name)
@@ -79,17 +79,9 @@ def _markdown(summary, studies, rows, label, pngs, plots, experiment) -> str:
     lines = [f"# IFDD search report: {experiment}", "",
              f"- strategy: {summary['strategy']}; selection: **{label}**",
              f"- generated {time.strftime('%Y-%m-%d %H:%M')}", "",
-             "## Per-fold test results", "",
-             "| fold | trial | params | selected on (inner-val) | test UAR % | test WAR % | clips |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        sel = ", ".join(f"{k} {v:.4f}" for k, v in (r.get("selected_on") or {}).items())
-        lines.append(f"| {r['fold']} | {r['trial']} | {_params(r['params'])} | {sel} | {_pct(r['test_uar'])} | "
-                     f"{_pct(r['test_war'])} | {r['test_clips']} |")
-    lines += ["", f"**Mean ± std over {len(rows)} fold(s)** ({label}): UAR {_pct(summary['test_uar_mean'])} ± "
-                  f"{_pct(summary['test_uar_std'])} %, WAR {_pct(summary['test_war_mean'])} ± "
-                  f"{_pct(summary['test_war_std'])} %", "", "## Per-class test recall (%)", "",
-              "| fold | " + " | ".join(CLASS_NAMES) + " |", "|---" * (len(CLASS_NAMES) + 1) + "|"]
+             "## Per-fold test results", "", *fold_table_md(summary)]
+    lines += ["", "## Per-class test recall (%)", "",
+              "| fold | " + " | ".join(LABEL_NAMES) + " |", "|---" * (len(LABEL_NAMES) + 1) + "|"]
     for r in rows:
         rec = r.get("per_class_recall") or []
         lines.append(f"| {r['fold']} | " + " | ".join(_pct(v) for v in rec) + " |")
@@ -110,7 +102,7 @@ def _markdown(summary, studies, rows, label, pngs, plots, experiment) -> str:
 def _html(summary, studies, rows, label, pngs, plots, experiment) -> str:
     e = html.escape
     fold_rows = "".join(
-        f"<tr><td>{r['fold']}</td><td>{e(str(r['trial']))}</td><td>{e(_params(r['params']))}</td>"
+        f"<tr><td>{r['fold']}</td><td>{e(str(r['trial']))}</td><td>{e(format_params(r['params']))}</td>"
         f"<td>{_pct(r['test_uar'])}</td><td>{_pct(r['test_war'])}</td><td>{r['test_clips']}</td></tr>" for r in rows)
     recall_rows = "".join(f"<tr><td>{r['fold']}</td>" + "".join(f"<td>{_pct(v)}</td>" for v in (
         r.get("per_class_recall") or [])) + "</tr>" for r in rows)
@@ -132,7 +124,7 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#e
 <th>clips</th></tr>{fold_rows}</table>
 <p id="mean"><b>Mean ± std over {len(rows)} fold(s)</b>: UAR {_pct(summary['test_uar_mean'])} ±
 {_pct(summary['test_uar_std'])} %, WAR {_pct(summary['test_war_mean'])} ± {_pct(summary['test_war_std'])} %</p>
-<h2>Per-class test recall (%)</h2><table><tr><th>fold</th>{''.join(f'<th>{c}</th>' for c in CLASS_NAMES)}</tr>
+<h2>Per-class test recall (%)</h2><table><tr><th>fold</th>{''.join(f'<th>{c}</th>' for c in LABEL_NAMES)}</tr>
 {recall_rows}</table>
 <h2>Confusion matrices (test)</h2>{images}
 <h2>Optuna plots</h2>{plot_frames}

@@ -11,6 +11,13 @@ import pytest
 SYSTEM_SKIP = "system package missing:"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runs_root_outside_the_checkout(tmp_path_factory):
+    """Commands run without ``--runs`` write under $IFDD_RUNS: a temp folder, never the checkout's ./runs."""
+    os.environ["IFDD_RUNS"] = str(tmp_path_factory.mktemp("default-runs"))
+    yield
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -12,7 +12,7 @@ from orchestrator.cli import main
 def test_model_info_xs_matches_the_reference_figures(capsys):
     assert main(["model", "info", "--preset", "xs", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    # Reference model at ratio 0.5, depth 1 (ifdd-spec.md §6.3): 37.58 M params, ≈47.9 GMACs per clip.
+    # Reference model at ratio 0.5, depth 1 (docs/model.md §10.2): 37.58 M params, ≈47.9 GMACs per clip.
     assert abs(info["params"] - 37.58e6) / 37.58e6 < 0.01
     assert abs(info["macs_per_clip"] - 47.9e9) / 47.9e9 < 0.05
     assert info["input_shape"] == [3, 16, 224, 224]

@@ -1,4 +1,4 @@
-"""ifdd.engine / ifdd.checkpoint: metrics, schedule, training loop guards, de-duplicated evaluation, checkpoints."""
+"""ifdd.engine / ifdd.metrics / ifdd.checkpoint: metrics, schedule, training loop guards, de-duplicated evaluation, checkpoints."""
 
 from __future__ import annotations
 
@@ -13,23 +13,17 @@ import torch
 from torch import nn
 
 from ifdd.config import LossConfig, OptimConfig, from_dict, model_preset
+from ifdd.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from ifdd.engine import (
-    CheckpointError,
     LRSchedule,
     NonFiniteLossError,
     build_optimizer,
-    capture_rng_state,
-    confusion_matrix,
     evaluate,
-    load_checkpoint,
-    per_class_recall,
-    restore_rng_state,
-    save_checkpoint,
+    fit,
     torch_distributed_gather,
     train_one_epoch,
-    uar,
-    war,
 )
+from ifdd.metrics import confusion_matrix, per_class_recall, uar, war
 from ifdd.loss import IFDDLoss
 from ifdd.model import build_model
 
@@ -291,3 +285,53 @@ def test_corrupted_or_unverifiable_checkpoint_raises(tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+# fit: the one epoch loop ----------------------------------------------------------------------------------------
+def _fit_parts(seed: int = 0, nan: bool = False, lr: float = 0.05):
+    torch.manual_seed(seed)
+    model = TinyNet(nan=nan)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    data = separable_batch(12, seed=1)
+    train = [batch(data["video"][i:i + 4], data["label"][i:i + 4].tolist(), data["clip_id"][i:i + 4])
+             for i in range(0, 12, 4)]
+    val = [separable_batch(6, seed=2)]
+    return model, opt, train, val
+
+
+def _ce(output, target):
+    loss = torch.nn.functional.cross_entropy(output["logits"], target)
+    return loss, {"ce": float(loss)}
+
+
+def test_fit_keeps_the_best_epoch_on_the_selection_metric_and_calls_the_hook_each_epoch():
+    model, opt, train, val = _fit_parts()
+    seen = []
+    state = fit(model, train, val, _ce, opt, None, epochs=4, select_metric="val_uar", device="cpu", num_classes=K,
+                tags={"node_id": "n1"}, on_epoch=lambda m, s: seen.append((m["epoch"], len(s.history))))
+    assert seen == [(1, 1), (2, 2), (3, 3), (4, 4)] and state.epoch == 4 and not state.stop_reason
+    uars = [h["val_uar"] for h in state.history]
+    best = max(range(4), key=lambda i: (uars[i], -i))  # the first epoch with the best value
+    assert state.best["epoch"] == best + 1 and state.best["value"] == uars[best]
+    assert all(h["node_id"] == "n1" and h["ckpt_val_uar"] == max(uars[: h["epoch"]]) for h in state.history)
+    assert state.best_weights is not None and set(state.best_weights) == set(model.state_dict())
+
+
+def test_fit_resumed_from_its_state_continues_where_it_stopped():
+    model, opt, train, val = _fit_parts()
+    whole = fit(model, train, val, _ce, opt, None, epochs=3, select_metric="val_uar", device="cpu", num_classes=K)
+    model2, opt2, _, _ = _fit_parts()
+    part = fit(model2, train, val, _ce, opt2, None, epochs=1, select_metric="val_uar", device="cpu", num_classes=K)
+    rest = fit(model2, train, val, _ce, opt2, None, epochs=3, select_metric="val_uar", device="cpu", num_classes=K,
+               state=part)
+    assert [h["epoch"] for h in rest.history] == [1, 2, 3] and rest.history[-1]["start_epoch"] == 2
+    assert [h["train_loss"] for h in rest.history] == pytest.approx([h["train_loss"] for h in whole.history])
+
+
+def test_fit_stops_on_a_non_finite_loss_and_says_so_once():
+    model, opt, train, val = _fit_parts(nan=True)
+    stops, epochs = [], []
+    state = fit(model, train, val, _ce, opt, None, epochs=3, select_metric="val_uar", device="cpu", num_classes=K,
+                on_epoch=lambda m, s: epochs.append(m), on_stop=lambda m, s: stops.append(m))
+    assert epochs == [] and len(stops) == 1 and stops[0]["epoch"] == 1
+    assert state.stop_reason.startswith("non-finite loss") and state.epoch == 0 and state.best_weights is None

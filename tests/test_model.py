@@ -141,7 +141,7 @@ def test_temporal_sample_exact_and_reference_grid():
     assert exact[1][0, 0, :, 0, 0].tolist() == pytest.approx([1, 3, 5, 7])
     ref_s = temporal_sample(x, s[None], reference_grid=True)[0, 0, :, 0, 0]
     ref_d = temporal_sample(x, d[None], reference_grid=True)[0, 0, :, 0, 0]
-    # The reference repo's shifted positions (ifdd-spec.md §2.6).
+    # The reference repo's shifted positions (docs/model.md §5.6).
     assert ref_s.tolist() == pytest.approx([0, 1.7857, 4.0714, 6.3571], abs=1e-3)
     assert ref_d.tolist() == pytest.approx([0.6429, 2.9286, 5.2143, 7], abs=1e-3)
 

@@ -6,7 +6,7 @@ starts an sshd on a free 127.0.0.1 port (throwaway host and user keys, its own c
 through ``SetEnv``), writes a head-only local-provider cluster YAML, runs ``ray up -y``, submits the search with
 ``ifdd launch --wait`` through the head's dashboard, then ``ray down -y`` and checks that no raylet of this cluster
 is left and that Ray's SSH control sockets are gone. Everything lives in one temp dir (``--keep`` keeps it).
-The recipe and its pitfalls: stack-notes §9. ``ray down`` is a machine-wide ``ray stop``: run this alone (the
+The recipe and its pitfalls: docs/stack.md P20. ``ray down`` is a machine-wide ``ray stop``: run this alone (the
 test holds /tmp/ifdd-ray.lock).
 """
 

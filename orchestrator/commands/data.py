@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-LABELS = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")  # ifdd.data.manifest.LABEL_NAMES
+from ifdd.data.manifest import LABEL_NAMES as LABELS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

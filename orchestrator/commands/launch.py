@@ -2,7 +2,7 @@
 
 Each job runs ``ifdd search --space … --folds k --share N --resume`` as its own driver on the cluster, so a fold's
 study survives the laptop that submitted it, and a job resubmitted after a failure continues its fold. The job ids
-are recorded in ``runs/launch/<space>.json`` for ``ifdd launch --status``.
+are recorded in ``<runs>/launch/<space>.json`` for ``ifdd launch --status``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import shlex
 import time
 from pathlib import Path
 
+from orchestrator.commands.options import add_runs_arg, outputs, parse_folds
 from orchestrator.env import NO_TELEMETRY
 
-LAUNCH_DIR = Path("runs/launch")
 EXCLUDES = ["runs", ".venv", ".git", "*.parquet", "*.arrow", "*.mp4", "__pycache__", ".pytest_cache"]
 
 
@@ -28,9 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", default=None, help="folds, one job each (default: the space's protocol.folds)")
     p.add_argument("--address", default="http://127.0.0.1:8265",
                    help="the head's dashboard address (default http://127.0.0.1:8265, e.g. through `ray dashboard`)")
+    add_runs_arg(p)
     p.add_argument("--storage", default=None,
-                   help="storage path every node reaches (shared FS or s3://…); default: this machine's runs/ray, "
-                        "right only when the head is this machine")
+                   help="Ray storage every node reaches (a shared FS path or s3://…); default: <runs>/ray on this "
+                        "machine, right only when the head is this machine. For a path, the jobs' runs root (results, "
+                        "sqlite stores) is its parent folder; for a URI, the jobs' own $IFDD_RUNS or ./runs")
     p.add_argument("--working-dir", default=".",
                    help="uploaded as the jobs' working dir (runs/, .venv, .git and media excluded); 'none' to use "
                         "the cluster's own checkout")
@@ -49,13 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ray.job_submission import JobSubmissionClient
 
+    out = outputs(args)
     if args.status:
-        return show_status(JobSubmissionClient(args.address), args.space)
+        return show_status(JobSubmissionClient(args.address), args.space, out.launch_dir)
     if not args.space:
         raise ValueError("--space: required unless --status")
-    from orchestrator.commands.search import parse_folds
-    from orchestrator.space import load_space
-    from orchestrator.stores import check_distinct, validate_postgres
+    from orchestrator.search.space import load_space
+    from orchestrator.tracking.stores import check_distinct, validate_postgres
 
     space = load_space(args.space).with_folds(parse_folds(args.folds), None)
     if space.protocol.strategy != "fold-wise":
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     for url, flag in ((args.tracking_uri, "--tracking-uri"), (args.optuna_storage, "--optuna-storage")):
         validate_postgres(url, flag)  # reachable from the cluster, not necessarily from here: each job checks
     check_distinct(args.tracking_uri, args.optuna_storage)
-    storage = args.storage or str(Path("runs/ray").resolve())
+    storage = out.storage
+    job_runs = None if "://" in storage else str(Path(storage).parent)
     try:
         client = JobSubmissionClient(args.address)
     except Exception as e:  # noqa: BLE001 - the SDK raises ConnectionError, RuntimeError, …
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     records = []
     for fold in folds:
         entry = (f"ifdd search --space {shlex.quote(args.space)} --folds {fold} --storage {shlex.quote(storage)} "
-                 f"--share {len(folds)} --resume"
+                 + (f"--runs {shlex.quote(job_runs)} " if job_runs else "") + f"--share {len(folds)} --resume"
                  + (f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else "")
                  + (f" --optuna-storage {shlex.quote(args.optuna_storage)}" if args.optuna_storage else ""))
         job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env,
@@ -88,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
         records.append({"fold": fold, "job_id": job_id, "address": args.address, "entrypoint": entry,
                         "submitted": stamp})
         print(f"fold {fold}: submitted {job_id}")
-    LAUNCH_DIR.mkdir(parents=True, exist_ok=True)
-    path = LAUNCH_DIR / f"{space.name}.json"
+    out.launch_dir.mkdir(parents=True, exist_ok=True)
+    path = out.launch_dir / f"{space.name}.json"
     prior = json.loads(path.read_text()) if path.is_file() else []
     path.write_text(json.dumps(prior + records, indent=2))
     print(f"\nrecorded in {path}. Follow a job with:\n  ray job logs -f {records[0]['job_id']} --address "
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 def job_tracking(uri: str | None) -> tuple[str | None, dict[str, str]]:
     """The tracking URI for a job's command line, without ``user:password@``, and the MLflow credential variables
     the job gets instead: an entrypoint is recorded in runs/launch/ and listed by the dashboard."""
-    from orchestrator.tracking import split_credentials
+    from orchestrator.tracking.secrets import split_credentials
 
     keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
     saved = {k: os.environ.get(k) for k in keys}
@@ -137,16 +140,17 @@ def wait_for(client, job_ids: list[str], poll_s: float = 5.0) -> int:
     return 0 if all(s == JobStatus.SUCCEEDED.value for s in states.values()) else 1
 
 
-def show_status(client, space: str | None) -> int:
-    files = sorted(LAUNCH_DIR.glob("*.json")) if LAUNCH_DIR.is_dir() else []
+def show_status(client, space: str | None, launch_dir: Path) -> int:
+    print(f"reading {launch_dir}")
+    files = sorted(launch_dir.glob("*.json")) if launch_dir.is_dir() else []
     records = [r for f in files for r in json.loads(f.read_text())]
     if space:
-        from orchestrator.space import load_space
+        from orchestrator.search.space import load_space
 
         name = load_space(space).name
         records = [r for r in records if r["job_id"].startswith(f"ifdd-{name}-")]
     if not records:
-        print("no jobs submitted from here (runs/launch/ is empty)")
+        print(f"no jobs submitted from here ({launch_dir} holds no record)")
         return 0
     print(f"{'job id':<44} {'fold':>4} {'state':<10} submitted")
     for r in records:

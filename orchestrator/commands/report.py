@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from orchestrator.commands.options import add_runs_arg, outputs
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="HTML and Markdown report of a finished search",
@@ -12,17 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "mean ± std and the selection rule, per-class recall, confusion matrices, Optuna "
                                    "plots and published DFEW results (labelled as such).")
     p.add_argument("--experiment", default=None, help="search-space name (default: the latest finished search)")
-    p.add_argument("--out", default=None, help="output folder (default runs/reports/<experiment>)")
-    p.add_argument("--runs", default="runs", help="the project's output folder (default runs/)")
+    p.add_argument("--out", default=None, help="output folder (default <runs>/reports/<experiment>)")
+    add_runs_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.report import build_report, latest_experiment
 
-    runs = Path(args.runs)
-    experiment = args.experiment or latest_experiment(runs)
-    out = Path(args.out) if args.out else runs / "reports" / experiment
-    html_path, md_path = build_report(runs, experiment, out)
+    out = outputs(args)
+    print(f"reading {out.root / 'search'}")
+    experiment = args.experiment or latest_experiment(out)
+    html_path, md_path = build_report(out, experiment, Path(args.out) if args.out else out.report_dir(experiment))
     print(f"wrote {html_path} and {md_path}")
     return 0

@@ -5,25 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
-from orchestrator.cli_common import add_storage_args, add_tracking_args, resolve_storage
-
-
-def parse_folds(text: str | None) -> tuple[int, ...] | None:
-    """``1-5``, ``1,3`` or ``2`` -> a tuple of folds (ValueError naming --folds otherwise)."""
-    if text is None:
-        return None
-    folds: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            folds.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ValueError(f"--folds: expected e.g. 1-5, 1,3 or 2, got {text!r}") from None
-    if not folds or any(not 1 <= f <= 5 for f in folds) or len(set(folds)) != len(folds):
-        raise ValueError(f"--folds: distinct folds in 1-5, got {text!r}")
-    return tuple(folds)
+from orchestrator.commands.options import add_output_args, outputs, parse_folds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,32 +28,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--share", type=int, default=1,
                    help="this study shares the cluster with SHARE-1 others (set by `ifdd launch`): plan trials for "
                         "1/SHARE of its CPUs or GPU slots")
-    add_storage_args(p)
-    add_tracking_args(p)
+    add_output_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.datasets import ensure_dataset
-    from orchestrator.space import load_space
-    from orchestrator.stores import check_stores
-    from orchestrator.study import run_search
+    from orchestrator.inputs import ensure_dataset
+    from orchestrator.search.runner import run_search
+    from orchestrator.search.space import load_space
+    from orchestrator.tracking.stores import check_stores
 
     if args.resume and args.fresh:
         raise ValueError("--resume and --fresh: choose one")
     space = load_space(args.space).with_folds(parse_folds(args.folds), args.strategy)
-    runs = Path(args.storage).expanduser().resolve().parent if "://" not in args.storage else Path("runs")
-    optuna_url = check_stores(args.tracking_uri, args.optuna_storage, runs)  # before creating any data
-    for w in space.warnings:
-        print(f"warning: {w}", file=sys.stderr)
     if args.num_cpus is not None and args.num_cpus < 1:
         raise ValueError(f"--num-cpus: must be >= 1, got {args.num_cpus}")
     if args.share < 1:
         raise ValueError(f"--share: must be >= 1, got {args.share}")
-    storage = resolve_storage(args)  # a bad --storage fails before any data is created
-    base = ensure_dataset(space.base)
-    space = dataclasses.replace(space, base=base)
-    outcome = run_search(space, storage=storage, runs=runs, resume=args.resume, fresh=args.fresh,
-                         address=args.address, num_cpus=args.num_cpus, share=args.share,
-                         tracking_uri=args.tracking_uri, optuna_storage=optuna_url)
-    return 0 if outcome else 1
+    out = outputs(args)
+    uri, optuna = check_stores(args.tracking_uri, args.optuna_storage, out)  # before creating any data
+    for w in space.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    out.prepare()  # a bad --runs/--storage or a nearly full disk fails before any data is created
+    space = dataclasses.replace(space, base=ensure_dataset(space.base, out))
+    ok = run_search(space, out=out, uri=uri, optuna=optuna, resume=args.resume, fresh=args.fresh,
+                    address=args.address, num_cpus=args.num_cpus, share=args.share)
+    return 0 if ok else 1

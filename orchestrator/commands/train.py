@@ -7,7 +7,9 @@ import re
 import sys
 from pathlib import Path
 
-from orchestrator.cli_common import add_storage_args, resolve_storage
+from orchestrator.commands.options import add_output_args, outputs
+from orchestrator.planner import FLAG_NAMES, check_values
+from orchestrator.protocol import SELECTION_LABEL
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="val: select on the inner-val split (default); test: paper parity, best-on-test (optimistic)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    add_storage_args(p)
+    add_output_args(p, stores=False)
     p.set_defaults(func=run)
 
 
@@ -36,12 +38,7 @@ def check_flags(args: argparse.Namespace) -> None:
     """Flag values that need no cluster to judge, checked before Ray starts."""
     if not 1 <= args.fold <= 5:
         raise ValueError(f"--fold: must be 1-5, got {args.fold}")
-    if args.workers < 1:
-        raise ValueError(f"--workers: must be >= 1, got {args.workers}")
-    if args.cpus_per_worker is not None and args.cpus_per_worker <= 0:
-        raise ValueError(f"--cpus-per-worker: must be > 0, got {args.cpus_per_worker}")
-    if args.gpus_per_worker < 0:
-        raise ValueError(f"--gpus-per-worker: must be >= 0, got {args.gpus_per_worker}")
+    check_values(args.workers, args.cpus_per_worker, args.gpus_per_worker, FLAG_NAMES)
     if args.max_failures < -1:
         raise ValueError(f"--max-failures: must be >= 0 (or -1: retry forever), got {args.max_failures}")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name) or args.name in (".", ".."):
@@ -50,24 +47,25 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ifdd.runconfig import load_run_config, with_overrides
-    from orchestrator.datasets import ensure_dataset
+    from orchestrator.inputs import ensure_dataset
+    from orchestrator.outputs import write_json
+    from orchestrator.planner import size_workers
     from orchestrator.preempt import PREEMPTED_EXIT, preempted
-    from orchestrator.ray_env import init_ray, size_workers
-    from orchestrator.report_text import print_train_outcome
-    from orchestrator.train import run_training, write_summary
+    from orchestrator.ray_session import init_ray
+    from orchestrator.training.trainer import run_training
 
     check_flags(args)
     cfg = load_run_config(args.config)
     if args.epochs is not None:
         cfg = with_overrides(cfg, {"train.epochs": args.epochs})
-    storage = resolve_storage(args)  # a bad --storage or a nearly full disk fails before any data is written
-    cfg = ensure_dataset(cfg)
+    out = outputs(args).prepare()  # a bad --runs/--storage or a nearly full disk fails before any data is written
+    cfg = ensure_dataset(cfg, out)
     name = args.name or f"train-{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(args.config).stem)}-fold{args.fold}"
     cluster = init_ray(args.address)
     res = size_workers(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker)
     print(f"run {name}: fold {args.fold}, {res.workers} worker(s) × {res.cpus_per_worker:g} CPU"
-          f"{f' × {res.gpus_per_worker:g} GPU' if res.use_gpu else ''}, storage {storage}")
-    outcome = run_training(cfg, args.fold, name=name, storage=str(storage), res=res, selection=args.selection,
+          f"{f' × {res.gpus_per_worker:g} GPU' if res.use_gpu else ''}; {out.describe()}")
+    outcome = run_training(cfg, args.fold, name=name, storage=out.storage, res=res, selection=args.selection,
                            max_failures=args.max_failures, fresh=args.fresh)
     if preempted():  # aborted by SIGTERM: checkpoints kept, nothing tested or summarised (cli.main says so)
         return PREEMPTED_EXIT
@@ -77,11 +75,34 @@ def run(args: argparse.Namespace) -> int:
 
         test = evaluate_checkpoint(Path(outcome.checkpoint_dir) / "best.pt", cfg, args.fold, role="test")
     print_train_outcome(outcome, test, fold=args.fold, selection=args.selection)
-    write_summary(Path(storage).parent / "train" / name / "summary.json", {
+    write_json(out.train_dir(name) / "summary.json", {
         "name": name, "fold": args.fold, "selection": args.selection, "status": outcome.status,
         "reason": outcome.reason, "best_epoch": outcome.best_epoch, "best_val": outcome.best_val, "test": test,
         "history": outcome.history, "checkpoint": outcome.checkpoint_dir})
+    print(f"saved {out.train_dir(name) / 'summary.json'}")
     if outcome.status != "finished":
         print(f"error: training stopped: {outcome.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _f(v, fmt: str = ".4f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def print_train_outcome(outcome, test: dict | None, *, fold: int, selection: str) -> None:
+    print(f"\n{'epoch':>5} {'train_loss':>10} {'val_uar':>8} {'val_war':>8} {'lr':>9} {'clips/s':>8}")
+    for row in outcome.history:
+        if row.get("val_uar") is None:
+            continue
+        print(f"{int(row['epoch']):>5} {_f(row.get('train_loss')):>10} {_f(row.get('val_uar')):>8} "
+              f"{_f(row.get('val_war')):>8} {_f(row.get('lr'), '.2e'):>9} {_f(row.get('clips_per_s'), '.1f'):>8}")
+    if outcome.status != "finished":
+        print(f"\nrun {outcome.name} stopped: {outcome.reason}")
+        return
+    split = "test" if selection == "test" else "inner-val"
+    print(f"\nbest epoch {outcome.best_epoch} on {split}: UAR {_f(outcome.best_val.get('val_uar'))} "
+          f"WAR {_f(outcome.best_val.get('val_war'))}")
+    if test is not None:
+        print(f"fold {fold} test: UAR {test['uar']:.4f}  WAR {test['war']:.4f}  ({test['clips']} clips; "
+              f"{SELECTION_LABEL[selection]})")

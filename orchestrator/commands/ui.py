@@ -15,8 +15,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from orchestrator.commands.options import add_runs_arg, outputs
 from orchestrator.env import NO_TELEMETRY
-from orchestrator.stores import check_postgres, is_postgres, mask_url
+from orchestrator.outputs import Outputs
+from orchestrator.tracking.secrets import mask_secrets
+from orchestrator.tracking.stores import check_postgres, is_postgres
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -28,18 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "runs/mlartifacts.")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; anything else is exposed)")
-    p.add_argument("--runs", default="runs", help="the project's output folder (default runs/)")
+    add_runs_arg(p)
     p.add_argument("--tracking-uri", default=None,
                    help="backend store (default sqlite:///<abs>/runs/mlflow.db); postgresql+psycopg2://USER@HOST:"
                         "PORT/DB for the PostgreSQL store a search used (password in PGPASSWORD or ~/.pgpass)")
     p.set_defaults(func=run)
 
 
-def server_command(runs: Path, host: str, port: int, store: str | None = None) -> list[str]:
-    runs = runs.resolve()
+def server_command(out: Outputs, host: str, port: int, store: str | None = None) -> list[str]:
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
-           "--backend-store-uri", store or f"sqlite:///{runs / 'mlflow.db'}",
-           "--artifacts-destination", str(runs / "mlartifacts"),  # remote clients upload through the server
+           "--backend-store-uri", store or out.default_tracking_uri,
+           "--artifacts-destination", str(out.artifact_root),  # remote clients upload through the server
            "--host", host, "--port", str(port), "--workers", "1"]
     if host not in LOOPBACK:
         cmd += ["--allowed-hosts", "*"]
@@ -52,18 +54,19 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK:
         print(f"warning: --host {args.host} exposes the MLflow UI (and its REST API, which can delete runs) beyond "
               "this machine; prefer 127.0.0.1 with SSH port-forwarding", file=sys.stderr)
-    runs = Path(args.runs)
+    out = outputs(args)
     store = args.tracking_uri
     if store and not (store.startswith("sqlite:///") or is_postgres(store)):
         raise ValueError(f"--tracking-uri: expected sqlite:///PATH or postgresql+psycopg2://USER@HOST:PORT/DB "
-                         f"(a backend store to serve), got {mask_url(store)}")
+                         f"(a backend store to serve), got {mask_secrets(store)}")
     check_postgres(store, "--tracking-uri")
     if store and store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
         raise FileNotFoundError(f"--tracking-uri: {store}: no such sqlite store")
-    if not store and not (runs / "mlflow.db").is_file():
-        raise FileNotFoundError(f"{runs / 'mlflow.db'}: no tracking store yet; run `ifdd demo` or `ifdd search` first")
+    if not store and not out.mlflow_db.is_file():
+        raise FileNotFoundError(f"{out.mlflow_db}: no tracking store yet; run `ifdd demo` or `ifdd search` first "
+                                "(or give the --runs they used)")
     env = {**os.environ, **NO_TELEMETRY, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(server_command(runs, args.host, args.port, store), env=env, start_new_session=True)
+    proc = subprocess.Popen(server_command(out, args.host, args.port, store), env=env, start_new_session=True)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     try:
         deadline = time.time() + 60
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: mlflow server exited with code {proc.returncode} (port {args.port} in use?)",
                   file=sys.stderr)
             return 2
-        shown = mask_url(store) if store else runs.resolve() / "mlflow.db"
+        shown = mask_secrets(store) if store else out.mlflow_db
         print(f"MLflow UI: {url}  (store {shown}; Ctrl-C stops it)\n"
               f"runs of the experiments: {url}/#/experiments/<id>/runs?workflowType=machine_learning", flush=True)
         proc.wait()

@@ -39,7 +39,7 @@ def ray_local():
     """One local Ray per test module (the CLI joins it), shut down afterwards."""
     import ray
 
-    from orchestrator.ray_env import init_ray
+    from orchestrator.ray_session import init_ray
 
     init_ray(None, num_cpus=2)
     yield

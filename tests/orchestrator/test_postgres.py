@@ -32,7 +32,7 @@ def pg_dbs(postgres, request):
 
 
 def _search_fails(tmp_path, capsys, *flags) -> str:
-    argv = ["search", "--space", SMOKE, "--storage", str(tmp_path / "runs" / "ray"), *flags]
+    argv = ["search", "--space", SMOKE, "--runs", str(tmp_path / "runs"), *flags]
     assert main(argv) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
@@ -102,8 +102,8 @@ def test_ui_refuses_a_url_with_a_password_or_a_server_url(tmp_path, capsys):
 INIT = """
 import sys
 import optuna
-from orchestrator.stores import schema_lock
-from orchestrator.tracking import Tracker
+from orchestrator.tracking.stores import schema_lock
+from orchestrator.tracking.client import Tracker
 ml, opt, name, art = sys.argv[1:]
 with schema_lock(ml), schema_lock(opt):
     Tracker(ml, __import__("pathlib").Path(art))
@@ -133,7 +133,7 @@ def test_fold_jobs_creating_the_schemas_together_do_not_collide(postgres, pg_dbs
 
 @pytest.mark.slow
 def test_ui_serves_a_postgres_backend_store_on_loopback(postgres, pg_dbs, tmp_path, monkeypatch):
-    from orchestrator.tracking import Tracker
+    from orchestrator.tracking.client import Tracker
 
     ml, _ = pg_dbs
     monkeypatch.setenv("PGPASSWORD", postgres.password)
@@ -178,7 +178,7 @@ def test_search_on_postgres_keeps_optuna_and_mlflow_there_and_resumes(postgres, 
                         budget={"num_samples": 3, "max_epochs": 2, "scheduler": "none"},
                         resources={"workers_per_trial": 1, "max_concurrent_trials": 1})
     storage = tmp_path / "runs" / "ray"
-    argv = [IFDD, "search", "--space", str(space), "--storage", str(storage), "--address", address,
+    argv = [IFDD, "search", "--space", str(space), "--runs", str(storage.parent), "--address", address,
             "--tracking-uri", ml, "--optuna-storage", opt]
     env = postgres.env()
     outputs = []

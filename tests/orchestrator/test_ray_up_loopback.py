@@ -74,7 +74,7 @@ def test_ray_up_on_loopback_runs_the_search_and_ray_down_leaves_nothing(small_ma
         t0 = time.time()
         with ray_lock():
             out = lo.cycle(lb, ["--space", str(space), "--folds", "1-2", "--working-dir", str(REPO),
-                                "--storage", str(storage)], cwd=root)
+                                "--runs", str(storage.parent)], cwd=root)
         out["timings"]["total"] = round(time.time() - t0, 1)
         print(f"\nray up loopback timings (s): {json.dumps(out['timings'])}\n--- ray up (tail) ---\n"
               f"{out['up'][-1500:]}\n--- ifdd launch (tail) ---\n{out['launch'][-2500:]}\n--- ray down (tail) ---\n"

@@ -16,7 +16,7 @@ def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tm
                                                               write_space):
     space = write_space(tmp_path / "fw.yaml", small_manifest)
     storage = tmp_path / "runs" / "ray"
-    assert main(["search", "--space", str(space), "--storage", str(storage)]) == 0
+    assert main(["search", "--space", str(space), "--runs", str(storage.parent)]) == 0
     out = capsys.readouterr().out
     assert "fold-wise summary (checkpoint chosen on the inner-val split, test split evaluated once" in out
     results = tmp_path / "runs" / "search" / "fw"
@@ -53,9 +53,9 @@ def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tm
     assert "data:image/png;base64," in page and "fw-fold1-optimization_history.html" in page
 
     # A second run refuses to overwrite; --resume reuses the finished folds without training or re-registering.
-    assert main(["search", "--space", str(space), "--storage", str(storage)]) == 2
+    assert main(["search", "--space", str(space), "--runs", str(storage.parent)]) == 2
     assert "already exists; continue it with --resume" in capsys.readouterr().err
-    assert main(["search", "--space", str(space), "--storage", str(storage), "--resume"]) == 0
+    assert main(["search", "--space", str(space), "--runs", str(storage.parent), "--resume"]) == 0
     out = capsys.readouterr().out
     assert out.count("finished earlier, reusing") == 2
     assert _check_mlflow(tmp_path / "runs", summary) == versions_before
@@ -105,7 +105,7 @@ def test_cross_fold_trial_trains_every_fold_and_winner_is_tested_on_each(small_m
     space = write_space(tmp_path / "cf.yaml", small_manifest, search={"loss.lambda_gc": {
         "type": "float", "low": 0.01, "high": 1.0, "log": True}}, budget={"num_samples": 2, "max_epochs": 1})
     storage = tmp_path / "runs" / "ray"
-    assert main(["search", "--space", str(space), "--strategy", "cross-fold", "--storage", str(storage)]) == 0
+    assert main(["search", "--space", str(space), "--strategy", "cross-fold", "--runs", str(storage.parent)]) == 0
     study = json.loads((tmp_path / "runs" / "search" / "cf" / "cf-crossfold.json").read_text())
     assert study["complete"] and sorted(map(int, study["tests"])) == [1, 2]
     assert all(t["status"] == "complete" for t in study["trials"])
@@ -116,7 +116,7 @@ def test_multi_objective_reports_a_pareto_front(small_manifest, tmp_path, ray_lo
     space = write_space(tmp_path / "mo.yaml", small_manifest, objective={"metric": ["val_uar", "val_war"],
                                                                          "mode": ["max", "max"]},
                         budget={"num_samples": 3, "max_epochs": 1}, protocol={"folds": [1]})
-    assert main(["search", "--space", str(space), "--storage", str(tmp_path / "runs" / "ray")]) == 0
+    assert main(["search", "--space", str(space), "--runs", str(tmp_path / "runs")]) == 0
     study = json.loads((tmp_path / "runs" / "search" / "mo" / "mo-fold1.json").read_text())
     assert study["pareto"] and set(study["pareto"]) <= {t["trial_id"] for t in study["trials"]}
     assert "Pareto front (val_uar vs val_war)" in capsys.readouterr().out
@@ -125,7 +125,7 @@ def test_multi_objective_reports_a_pareto_front(small_manifest, tmp_path, ray_lo
 def test_resources_the_cluster_cannot_satisfy_fail_before_training(small_manifest, tmp_path, ray_local, capsys,
                                                                   write_space):
     space = write_space(tmp_path / "gpu.yaml", small_manifest, resources={"gpus_per_worker": 1})
-    assert main(["search", "--space", str(space), "--storage", str(tmp_path / "runs" / "ray")]) == 2
+    assert main(["search", "--space", str(space), "--runs", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: resources: a trial needs 1 GPU") and "the cluster has 0 GPU" in err
     assert not (tmp_path / "runs" / "search" / "gpu" / "gpu-fold1.json").exists()

@@ -25,8 +25,9 @@ def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, c
     import ray
     from ray.cluster_utils import Cluster
 
-    from orchestrator.space import load_space
-    from orchestrator.study import run_search
+    from orchestrator.outputs import Outputs
+    from orchestrator.search.runner import run_search
+    from orchestrator.search.space import load_space
 
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "num_gpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1",
@@ -39,7 +40,8 @@ def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, c
                                  protocol={"folds": [1]},
                                  resources={"workers_per_trial": 1, "gpus_per_worker": 1, "backend": "gloo"})
         space = load_space(space_path)
-        assert run_search(space, storage=str(tmp_path / "runs" / "ray"), runs=tmp_path / "runs", resume=False,
+        out = Outputs.resolve(str(tmp_path / "runs"))
+        assert run_search(space, out=out, uri=out.default_tracking_uri, optuna=out.default_optuna, resume=False,
                           fresh=False, address=cluster.address)
         out = capsys.readouterr().out
         assert "4 concurrent trial(s), each 1 worker(s)" in out and "× 1 GPU" in out
@@ -90,7 +92,7 @@ def test_driver_killed_mid_study_resumes_to_exactly_num_samples(small_manifest, 
                         budget={"num_samples": 4, "max_epochs": 3, "scheduler": "none"}, protocol={"folds": [1]},
                         resources={"workers_per_trial": 1, "max_concurrent_trials": 1})
     storage = tmp_path / "runs" / "ray"
-    argv = ["search", "--space", str(space), "--storage", str(storage), "--address", address]
+    argv = ["search", "--space", str(space), "--runs", str(storage.parent), "--address", address]
 
     # 1) Ctrl-C: Tune stops and returns a partial result: reported as partial, nothing selected (exit 1).
     proc = subprocess.Popen([str(Path(sys.executable).parent / "ifdd"), *argv], cwd=tmp_path, env=ifdd_env,
@@ -129,7 +131,7 @@ def test_launch_submits_one_job_per_fold_and_they_succeed(small_manifest, tmp_pa
                         search={"loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}})
     storage = tmp_path / "shared" / "ray"
     run = _ifdd("launch", "--space", str(space), "--folds", "1-2", "--address", dashboard, "--working-dir", "none",
-                "--storage", str(storage), "--wait", cwd=tmp_path, env=ifdd_env, timeout=900)
+                "--runs", str(storage.parent), "--wait", cwd=tmp_path, env=ifdd_env, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert run.stdout.count("submitted ifdd-lj-fold") == 2
     status = _ifdd("launch", "--status", "--address", dashboard, cwd=tmp_path, env=ifdd_env, timeout=60)

@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
-from orchestrator.search import TrialRow, mean_std, select, summary_payload
-from orchestrator.space import load_space
+from orchestrator.outputs import Outputs
+from orchestrator.search.results import TrialRow, mean_std, summary_payload
+from orchestrator.search.selection import select
+from orchestrator.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,11 +44,11 @@ def test_summary_takes_in_the_other_fold_jobs_finished_studies(tmp_path, capsys)
     """`ifdd launch` runs one job per fold; whichever finishes last writes a summary.json covering every fold."""
     import json
 
-    from orchestrator.search import Paths
-    from orchestrator.study import sibling_studies
+    from orchestrator.search.results import Paths
+    from orchestrator.search.runner import sibling_studies
 
     space = load_space(ROOT / "search_spaces" / "smoke.yaml").with_folds([2], None)
-    paths = Paths(str(tmp_path / "ray"), tmp_path, space.name)
+    paths = Paths(Outputs.resolve(str(tmp_path)), space.name, "sqlite:///unused")
     paths.results.mkdir(parents=True)
     done = {"study": f"{space.name}-fold1", "folds": [1], "complete": True, "tests": {"1": {"uar": 0.3}},
             "registered": [{"fold": 1, "version": "1", "selection_value": 0.4}]}

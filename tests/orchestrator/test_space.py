@@ -6,8 +6,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.ray_env import plan_trials
-from orchestrator.space import load_space
+from orchestrator.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = yaml.safe_load((ROOT / "search_spaces" / "smoke.yaml").read_text())
@@ -72,7 +71,7 @@ BAD = {
 def test_bad_space_exits_2_naming_the_key(case, tmp_path, capsys):
     doc, needle = BAD[case]
     path = _write(tmp_path, doc)
-    assert main(["search", "--space", str(path), "--storage", str(tmp_path / "ray")]) == 2
+    assert main(["search", "--space", str(path), "--runs", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err, err
     assert str(path) in err and needle in err, err
@@ -97,36 +96,6 @@ def test_params_map_to_optuna_distributions():
     assert space.trial_base().train.epochs == space.budget.max_epochs
 
 
-# Resource planning: never a setting that starves -------------------------------------------------------------
-def test_plan_shares_cpus_over_concurrent_trials():
-    plan = plan_trials({"CPU": 2.0}, workers=1, cpus_per_worker=None, gpus_per_worker=0, max_concurrent=None)
-    assert plan.max_concurrent == 2
-    assert plan.max_concurrent * plan.trial_cpus <= 2.0 + 1e-9
-    plan = plan_trials({"CPU": 2.0}, workers=2, cpus_per_worker=None, gpus_per_worker=0, max_concurrent=None)
-    assert plan.max_concurrent == 1 and plan.trial_cpus <= 2.0
-
-
-def test_plan_packs_by_gpu_count():
-    nodes = [{"CPU": 2.0}, {"CPU": 4.0, "GPU": 2.0}, {"CPU": 4.0, "GPU": 2.0}]
-    plan = plan_trials({"CPU": 10.0, "GPU": 4.0}, 1, None, 1.0, None, nodes=nodes)
-    assert plan.max_concurrent == 4 and plan.worker.cpus_per_worker <= 2.0 - 0.1
-    half = plan_trials({"CPU": 10.0, "GPU": 4.0}, 1, None, 0.5, None, nodes=nodes)
-    assert half.max_concurrent == 8
-
-
-@pytest.mark.parametrize("kwargs,needle", [
-    (dict(cluster={"CPU": 2.0}, workers=1, cpus_per_worker=None, gpus_per_worker=1.0, max_concurrent=None),
-     "needs 1 GPU"),
-    (dict(cluster={"CPU": 2.0}, workers=3, cpus_per_worker=1.0, gpus_per_worker=0, max_concurrent=None),
-     "needs 3.1 CPU"),
-    (dict(cluster={"CPU": 8.0, "GPU": 2.0}, workers=1, cpus_per_worker=None, gpus_per_worker=1.0, max_concurrent=3),
-     "max_concurrent_trials: 3 trials do not fit"),
-])
-def test_plan_refuses_what_can_never_run(kwargs, needle):
-    with pytest.raises(ValueError, match=needle):
-        plan_trials(**kwargs)
-
-
 # CLI flag errors of search and launch (no cluster needed) --------------------------------------------------
 def test_search_resume_and_fresh_together(capsys):
     assert main(["search", "--space", str(ROOT / "search_spaces/smoke.yaml"), "--resume", "--fresh"]) == 2
@@ -144,7 +113,7 @@ def test_launch_bad_inputs(tmp_path, capsys):
 
 
 def test_unreachable_tracking_server_fails_before_training(tmp_path, capsys):
-    argv = ["search", "--space", str(ROOT / "search_spaces/smoke.yaml"), "--storage", str(tmp_path / "runs" / "ray"),
+    argv = ["search", "--space", str(ROOT / "search_spaces/smoke.yaml"), "--runs", str(tmp_path / "runs"),
             "--tracking-uri", "http://127.0.0.1:9"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -30,7 +30,7 @@ def searched(small_manifest, tmp_path_factory, ray_local, write_space):
     space = write_space(root / "ui.yaml", small_manifest, protocol={"folds": [1]},
                         budget={"num_samples": 3, "max_epochs": 2, "scheduler": "none"},
                         search={"loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}})
-    assert main(["search", "--space", str(space), "--storage", str(root / "runs" / "ray")]) == 0
+    assert main(["search", "--space", str(space), "--runs", str(root / "runs")]) == 0
     assert main(["report", "--runs", str(root / "runs"), "--experiment", "ui"]) == 0
     return root / "runs"
 
@@ -85,10 +85,11 @@ def test_mlflow_ui_in_chromium_runs_under_parents_and_compare_view(searched, ifd
 def test_remote_tracking_server_gets_the_same_layout(searched, small_manifest, tmp_path, ifdd_env, write_space):
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.tracking import Tracker, default_uri
+    from orchestrator.outputs import Outputs
+    from orchestrator.tracking.client import Tracker
 
     server_runs = tmp_path / "server"
-    Tracker(default_uri(server_runs), server_runs / "mlartifacts")  # an empty store for the server
+    Tracker(Outputs.resolve(str(server_runs)).default_tracking_uri, server_runs / "mlartifacts")  # an empty store
     port = free_port_for_ui()
     ui = _start_ui(server_runs, port, ifdd_env)
     try:
@@ -96,7 +97,7 @@ def test_remote_tracking_server_gets_the_same_layout(searched, small_manifest, t
         space = write_space(tmp_path / "rt.yaml", small_manifest, protocol={"folds": [1]},
                             budget={"num_samples": 2, "max_epochs": 1},
                             search={"loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}})
-        assert main(["search", "--space", str(space), "--storage", str(tmp_path / "runs" / "ray"),
+        assert main(["search", "--space", str(space), "--runs", str(tmp_path / "runs"),
                      "--tracking-uri", uri]) == 0
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name("rt")

@@ -19,7 +19,8 @@ def _summary(storage: Path, name: str) -> dict:
 def test_two_workers_train_checkpoint_and_restart(small_manifest, tmp_path, ray_local, capsys, write_run_yaml):
     cfg = write_run_yaml(tmp_path / "run.yaml", small_manifest)
     storage = tmp_path / "runs" / "ray"
-    argv = ["train", "--config", str(cfg), "--fold", "2", "--workers", "2", "--storage", str(storage), "--name", "r"]
+    argv = ["train", "--config", str(cfg), "--fold", "2", "--workers", "2", "--runs", str(storage.parent),
+            "--name", "r"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "fold 2 test: UAR" in out and "nested estimate" in out
@@ -64,7 +65,8 @@ def test_nan_loss_stops_the_run_with_its_reason(small_manifest, tmp_path, ray_lo
     cfg = write_run_yaml(tmp_path / "nan.yaml", small_manifest, optim={"lr": 1.0e12, "warmup_epochs": 0},
                          train={"epochs": 3})
     storage = tmp_path / "runs" / "ray"
-    argv = ["train", "--config", str(cfg), "--fold", "1", "--workers", "2", "--storage", str(storage), "--name", "n"]
+    argv = ["train", "--config", str(cfg), "--fold", "1", "--workers", "2", "--runs", str(storage.parent),
+            "--name", "n"]
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "error: training stopped: non-finite loss" in captured.err

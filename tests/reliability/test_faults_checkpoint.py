@@ -102,18 +102,18 @@ def test_checkpoint_write_hitting_enospc_keeps_the_previous_one(tmp_path):
 
 def test_train_refuses_to_start_on_a_nearly_full_disk(tmp_path, capsys):
     with small_tmpfs(tmp_path / "disk", "8m") as disk:
-        rc = main(["train", "--config", "search_spaces/smoke.yaml", "--fold", "1", "--storage", str(disk / "ray")])
+        rc = main(["train", "--config", "search_spaces/smoke.yaml", "--fold", "1", "--runs", str(disk)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
-    assert err[0].startswith(f"error: --storage: {disk / 'ray'} has ") and "below the 1024 MiB" in err[0]
+    assert err[0].startswith(f"error: --runs: {disk} has ") and "below the 1024 MiB" in err[0]
 
 
 def test_free_space_threshold_is_configurable(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("IFDD_MIN_FREE_MB", str(2**40))  # more than any disk: the check must fire on tmp_path too
-    assert main(["search", "--space", "search_spaces/smoke.yaml", "--storage", str(tmp_path / "ray")]) == 2
+    assert main(["search", "--space", "search_spaces/smoke.yaml", "--runs", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "IFDD_MIN_FREE_MB" in err and err.startswith("error: --storage:")
+    assert "IFDD_MIN_FREE_MB" in err and err.startswith("error: --runs:")
     assert not (tmp_path / "search").exists() and not (tmp_path / "mlflow.db").exists()  # nothing written
     monkeypatch.setenv("IFDD_MIN_FREE_MB", "lots")
-    assert main(["train", "--config", "search_spaces/smoke.yaml", "--fold", "1", "--storage", str(tmp_path)]) == 2
+    assert main(["train", "--config", "search_spaces/smoke.yaml", "--fold", "1", "--runs", str(tmp_path)]) == 2
     assert "error: IFDD_MIN_FREE_MB: expected a number of MiB, got 'lots'" in capsys.readouterr().err

@@ -33,7 +33,7 @@ def test_sigterm_and_sigkill_then_resume_no_duplicate_trials_runs_or_versions(sm
                         resources={"workers_per_trial": 1, "max_concurrent_trials": 1})
     runs = tmp_path / "runs"
     storage = runs / "ray"
-    argv = ["search", "--space", str(space), "--storage", str(storage), "--address", address]
+    argv = ["search", "--space", str(space), "--runs", str(storage.parent), "--address", address]
     uri = f"sqlite:///{runs / 'mlflow.db'}"
     study_json = runs / "search" / "pk" / "pk-fold1.json"
 
@@ -43,7 +43,7 @@ def test_sigterm_and_sigkill_then_resume_no_duplicate_trials_runs_or_versions(sm
     first.signal(signal.SIGTERM)
     assert first.wait(180) == 143, first.out[-3000:]
     line = fc.grep(r"^preempted: ", first.out)
-    assert len(line) == 1 and line[0].endswith(f"ifdd search --space {space} --storage {storage} --address "
+    assert len(line) == 1 and line[0].endswith(f"ifdd search --space {space} --runs {storage.parent} --address "
                                                f"{address} --resume"), first.out[-3000:]
     partial = json.loads(study_json.read_text())
     assert not partial["complete"] and partial["best"] is None and not partial["tests"]

@@ -21,11 +21,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_tracking_server_killed_mid_study_then_resume_fills_in(small_manifest, tmp_path, ray_head, write_space,
                                                               ifdd_env):
-    from orchestrator.tracking import Tracker, default_uri
+    from orchestrator.outputs import Outputs
+    from orchestrator.tracking.client import Tracker
 
     address, _ = ray_head
     store = tmp_path / "server"
-    Tracker(default_uri(store), store / "mlartifacts")  # an empty store for the server
+    Tracker(Outputs.resolve(str(store)).default_tracking_uri, store / "mlartifacts")  # an empty store for the server
     port = _fx.free_port()
     uri = f"http://127.0.0.1:{port}"
     # MLflow retries a failed HTTP call for minutes by default; the first failing live call would stall the driver
@@ -36,7 +37,7 @@ def test_tracking_server_killed_mid_study_then_resume_fills_in(small_manifest, t
                         search={"loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
                         resources={"workers_per_trial": 1, "max_concurrent_trials": 1})
     runs = tmp_path / "runs"
-    argv = ["search", "--space", str(space), "--storage", str(runs / "ray"), "--address", address,
+    argv = ["search", "--space", str(space), "--runs", str(runs), "--address", address,
             "--tracking-uri", uri]
     study_json = runs / "search" / "mo" / "mo-fold1.json"
     try:

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def test_sigterm_then_corrupt_checkpoint_then_resume_loses_no_epoch(small_manifest, tmp_path, write_run_yaml):
     cfg = write_run_yaml(tmp_path / "run.yaml", small_manifest, train={"epochs": 6, "max_steps_per_epoch": 3})
     storage = tmp_path / "runs" / "ray"
-    argv = ["train", "--config", str(cfg), "--fold", "1", "--storage", str(storage), "--name", "pre"]
+    argv = ["train", "--config", str(cfg), "--fold", "1", "--runs", str(storage.parent), "--name", "pre"]
     env = {**_fx.cli_env(), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60"}
     run = storage / "pre"
 

@@ -56,7 +56,7 @@ def test_five_fold_jobs_at_once_all_finish_and_leak_nothing(small_manifest, tmp_
     storage = tmp_path / "runs" / "ray"
     t0 = time.perf_counter()
     jobs = [fc.Proc(["search", "--space", str(space), "--folds", str(k), "--share", str(FOLDS), "--address",
-                     cluster, "--storage", str(storage), "--resume"], tmp_path, ifdd_env)
+                     cluster, "--runs", str(storage.parent), "--resume"], tmp_path, ifdd_env)
             for k in range(1, FOLDS + 1)]
     rcs = [j.wait(1500) for j in jobs]
     elapsed = time.perf_counter() - t0

@@ -123,10 +123,11 @@ def ui_server(tmp_path_factory):
     import time
     import urllib.request
 
-    from orchestrator.tracking import Tracker, default_uri
+    from orchestrator.outputs import Outputs
+    from orchestrator.tracking.client import Tracker
 
     runs = tmp_path_factory.mktemp("ui") / "runs"
-    Tracker(default_uri(runs), runs / "mlartifacts")  # creates the store's schema
+    Tracker(Outputs.resolve(str(runs)).default_tracking_uri, runs / "mlartifacts")  # creates the store's schema
     port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -160,7 +161,7 @@ def test_ui_listens_on_loopback_only(ui_server):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_local_ray_dashboard_listens_on_loopback_only():
-    code = ("import ray\nfrom orchestrator.ray_env import init_ray\ninit_ray(None, num_cpus=1)\n"
+    code = ("import ray\nfrom orchestrator.ray_session import init_ray\ninit_ray(None, num_cpus=1)\n"
             "print('DASH', ray._private.worker.get_dashboard_url(), flush=True)\n"
             "import subprocess, sys\nport = ray._private.worker.get_dashboard_url().rsplit(':', 1)[1]\n"
             "print('SS', subprocess.run(['ss', '-ltnH', f'sport = :{port}'], capture_output=True, text=True).stdout)\n"
@@ -191,7 +192,7 @@ def log_a_run(uri: str, artifact_root: Path | None) -> str:
     storage, weights and database URIs carry a password), identifying tags, a JSON artifact, a metric."""
     from ifdd.config import to_dict
     from ifdd.runconfig import run_config_from_dict
-    from orchestrator.tracking import Tracker, flatten
+    from orchestrator.tracking.client import Tracker, flatten
 
     cfg = run_config_from_dict({"model": {"preset": "tiny"},
                                 "train": {"init_weights": f"s3://AKIAEXAMPLE:{SECRET}@bucket/k400.pth"}})
@@ -220,13 +221,13 @@ def read_back(uri: str, run_id: str, tmp_path: Path) -> str:
 
 
 def test_credentials_are_masked_in_a_sqlite_store(tmp_path, monkeypatch):
-    from orchestrator.tracking import default_uri
+    from orchestrator.outputs import Outputs
 
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     for k, v in ENV_SECRETS.items():
         monkeypatch.setenv(k, v)
     runs = tmp_path / "runs"
-    uri = default_uri(runs)
+    uri = Outputs.resolve(str(runs)).default_tracking_uri
     run_id = log_a_run(uri, runs / "mlartifacts")
     text = read_back(uri, run_id, tmp_path)
     assert "s3://***@bucket/k400.pth" in text and "postgresql://ifdd:***@db:5432/optuna" in text
@@ -258,8 +259,8 @@ def test_credentials_in_a_tracking_server_url_are_masked(ui_server, tmp_path, mo
 def test_a_bad_tracking_url_with_a_password_is_not_printed(tmp_path, capsys):
     port = free_port()  # nothing listens there
     for host in (f"127.0.0.1:{port}", "no-such-host.invalid"):
-        rc = main(["search", "--space", str(ROOT / "search_spaces" / "smoke.yaml"), "--storage",
-                   str(tmp_path / "runs" / "ray"), "--tracking-uri", f"http://alice:{SECRET}@{host}"])
+        rc = main(["search", "--space", str(ROOT / "search_spaces" / "smoke.yaml"), "--runs",
+                   str(tmp_path / "runs"), "--tracking-uri", f"http://alice:{SECRET}@{host}"])
         out, err = capsys.readouterr()
         assert rc == 2 and err.startswith("error: --tracking-uri: no MLflow server answers at http://***@"), err
         assert_no_secret(out + err, "the error")
@@ -286,6 +287,6 @@ def test_launch_moves_url_credentials_out_of_the_job_command_line(monkeypatch):
     (f"http://h/x?user=a&password={SECRET}", "http://h/x?user=a&password=***"),
 ])
 def test_a_database_url_keeps_its_role_name_and_every_secret_is_masked(raw, shown):
-    from orchestrator.tracking import mask_secrets
+    from orchestrator.tracking.secrets import mask_secrets
 
     assert mask_secrets(f"uri {raw} end") == f"uri {shown} end"

@@ -1,0 +1,77 @@
+"""A finished study into MLflow: the trials' runs reconciled from their checkpoints, the parent run with the test
+results, the Optuna plots, and the fold winners registered; or, while the tracking store is down, the study marked
+``tracking_pending`` so that ``--resume`` logs it later. Training never waits on tracking."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrator.outputs import write_json
+from orchestrator.search.results import Paths, StudyResult
+from orchestrator.search.selection import best_checkpoints
+from orchestrator.search.space import SearchSpace
+from orchestrator.tracking.plots import optuna_plots
+from orchestrator.tracking.registry import register_best
+from orchestrator.tracking.study_runs import log_study
+from orchestrator.tracking.tune_callback import TrialTracking, reconcile
+
+
+def try_track(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, dataset: str,
+              payload: dict[str, Any], tags: dict[str, str]) -> bool:
+    """``track_study`` unless the tracking store is down: then the study's payload is marked ``tracking_pending``
+    (its Ray results are kept as they are) and False is returned; ``--resume`` logs it once the store is back. A
+    failure while the store answers its health check is a bug and is raised."""
+    try:
+        tracking.tracker.check()  # fails in seconds instead of MLflow's minutes of HTTP retries
+        tracking.tracker.set_tags(tracking.parent()[1], tags)
+        track_study(tracking, res, space, paths, dataset, payload)
+        return True
+    except Exception as e:  # noqa: BLE001 - decided below: an outage is recorded, anything else re-raised
+        try:
+            tracking.tracker.check()
+        except ValueError:
+            payload["tracking_pending"] = f"MLflow unreachable: {' '.join(str(e).split())[:200]}"
+            write_json(paths.study_json(res.study), payload)
+            print(f"warning: study {res.study}: MLflow is unreachable; its results are saved in "
+                  f"{paths.study_json(res.study)} and will be logged by --resume", file=sys.stderr, flush=True)
+            return False
+        raise
+
+
+def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, dataset: str,
+                payload: dict[str, Any]) -> None:
+    """Reconcile the trials' runs from their checkpoints, log the parent run, register the fold winners."""
+    from ifdd.runconfig import with_overrides
+
+    added = reconcile(tracking, res.trials, trial_histories(res, space))
+    if added:
+        print(f"MLflow: logged {added} epoch(s) the live logging had missed", flush=True)
+    cfg = with_overrides(space.trial_base(), res.best.params) if res.best else space.trial_base()
+    parent = log_study(tracking, res, space, cfg)
+    if space.params:
+        plots, skipped = optuna_plots(res.study, paths.optuna, paths.results / "plots")
+        for path in plots:
+            tracking.tracker.log_file(parent, path, "optuna")
+        payload["plots"] = [str(p.relative_to(paths.results)) for p in plots]
+        payload["plots_skipped"] = skipped
+        write_json(paths.study_json(res.study), payload)
+    if res.complete and res.best and res.tests:
+        versions = register_best(tracking, parent, res, cfg, best_checkpoints(res.best, res.study, res.folds, paths),
+                                 dataset)
+        key = space.objective.metrics[0]
+        payload["registered"] = [{"fold": f, "version": v, "selection_value": res.best.values[key]}
+                                 for f, v in versions.items()]
+        write_json(paths.study_json(res.study), payload)
+
+
+def trial_histories(res: StudyResult, space: SearchSpace) -> dict[str, list[dict[str, Any]]]:
+    """trial id -> every epoch's metrics, from the trial's latest checkpoint (fold-wise studies: one run per
+    trial; a cross-fold trial's epochs are its folds, logged live)."""
+    from ifdd.checkpoint import load_checkpoint
+
+    if space.protocol.strategy != "fold-wise":
+        return {}
+    return {row.trial_id: load_checkpoint(Path(row.checkpoint) / "state.pt").get("history", [])
+            for row in res.trials if row.checkpoint and (Path(row.checkpoint) / "state.pt").is_file()}

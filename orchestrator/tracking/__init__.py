@@ -1,0 +1,1 @@
+"""Tracking: MLflow runs, the Tune callback, the model registry, store URLs and credential masking, study plots."""

@@ -1,0 +1,75 @@
+"""A study's parent run: the study settings as params, the chosen trial, each fold's test metrics, per-class recall,
+confusion matrices and the resolved config of the winner (the model registry is in tracking/registry.py)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from ifdd.config import to_dict
+from ifdd.data.manifest import LABEL_NAMES
+from orchestrator.protocol import SELECTION_LABEL
+from orchestrator.tracking.client import flatten
+from orchestrator.tracking.secrets import mask_secrets
+from orchestrator.tracking.tune_callback import TrialTracking
+
+
+def confusion_png(confusion: list[list[int]], title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=110)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    names = LABEL_NAMES[: len(cm)]
+    ax.set_xticks(range(len(cm)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(cm)), names)
+    for i in range(len(cm)):
+        for j in range(len(cm)):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def log_study(tracking: TrialTracking, res, space, cfg) -> str:
+    """Parent-run params, the fold test metrics, per-class recall, confusion matrices, the resolved config."""
+    tracker = tracking.tracker
+    _, parent = tracking.parent()
+    tracker.log_params(parent, {f"space.{k}": v for k, v in flatten(
+        {"budget": to_dict(space.budget), "objective": to_dict(space.objective),
+         "protocol": to_dict(space.protocol), "resources": to_dict(space.resources)}).items()})
+    tracker.set_tags(parent, {"ifdd.complete": res.complete, "ifdd.trials": len(res.trials)})
+    if not res.best:
+        tracker.end(parent, "FAILED" if not res.complete else "FINISHED")
+        return parent
+    tracker.set_tags(parent, {"ifdd.best_trial": res.best.trial_id})
+    tracker.log_metrics(parent, {f"selected_{k}": v for k, v in res.best.values.items()}, 0)
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "resolved_config.yaml").write_text(mask_secrets(yaml.safe_dump(to_dict(cfg), sort_keys=False)))
+        tracker.log_file(parent, Path(d) / "resolved_config.yaml")
+        for fold, test in sorted(res.tests.items()):
+            suffix = "" if len(res.tests) == 1 else f"_fold{fold}"
+            tracker.log_metrics(parent, {f"test_uar{suffix}": test["uar"], f"test_war{suffix}": test["war"]}, 0)
+            recall = dict(zip(LABEL_NAMES, test.get("per_class_recall") or [], strict=False))
+            tracker.log_json(parent, f"per_class_recall_fold{fold}.json",
+                             {"fold": fold, "selection": SELECTION_LABEL[space.protocol.selection],
+                              "per_class_recall": recall, "uar": test["uar"], "war": test["war"]})
+            if test.get("confusion"):
+                png = confusion_png(test["confusion"], f"{res.study} fold {fold} test "
+                                    f"(UAR {test['uar']:.3f}, WAR {test['war']:.3f})",
+                                    Path(d) / f"confusion_fold{fold}.png")
+                tracker.log_file(parent, png)
+    tracker.end(parent, "FINISHED")
+    return parent

@@ -1,0 +1,120 @@
+"""The Tune side of tracking: a child MLflow run per trial, fed live from Tune's results, reconciled after a study.
+
+Live logging is best effort: if the tracking store fails mid-study (a killed server), the study goes on, a warning
+is printed once, and ``reconcile`` later logs every epoch MLflow is missing from the trials' checkpoints (each
+``state.pt`` carries the full epoch history), so a tracking outage never loses a number and never stops training.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import ray.tune
+
+from orchestrator.tracking.secrets import mask_secrets
+
+EPOCH_METRICS = ("train_loss", "train_ce", "train_gc", "val_uar", "val_war", "val_loss", "lr", "clips_per_s",
+                 "epoch_s", "ckpt_val_uar", "ckpt_val_war", "infeasible")
+
+
+class TrialTracking:
+    """What identifies the runs of one study, and the helpers shared by the callback and ``reconcile``."""
+
+    def __init__(self, uri: str, artifact_root: str | None, experiment: str, study: str, parent_tags: dict[str, str],
+                 base_params: dict[str, Any], trial_tags: dict[str, str]):
+        self.uri, self.artifact_root = uri, artifact_root
+        self.experiment, self.study = experiment, study
+        self.parent_tags, self.base_params, self.trial_tags = parent_tags, base_params, trial_tags
+        self._tracker = None
+
+    def __getstate__(self):  # Tune pickles callbacks into its experiment state: never the client
+        state = dict(self.__dict__)
+        state["_tracker"] = None
+        return state
+
+    @property
+    def tracker(self):
+        if self._tracker is None:
+            from orchestrator.tracking.client import Tracker
+
+            self._tracker = Tracker(self.uri, Path(self.artifact_root) if self.artifact_root else None)
+        return self._tracker
+
+    def parent(self) -> tuple[str, str]:
+        exp = self.tracker.experiment(self.experiment)
+        return exp, self.tracker.run(exp, self.study, self.parent_tags)
+
+    def trial_run(self, trial_id: str, config: dict[str, Any]) -> str:
+        exp, parent = self.parent()
+        tags = {"ifdd.study": self.study, "ifdd.trial_id": trial_id}
+        run_id = self.tracker.run(exp, f"{self.study}-{trial_id}", tags, parent=parent)
+        self.tracker.set_tags(run_id, self.trial_tags)
+        self.tracker.log_params(run_id, {**self.base_params, **{f"search.{k}": v for k, v in config.items()}})
+        return run_id
+
+
+class MLflowTrialCallback(ray.tune.Callback):
+    def __init__(self, tracking: TrialTracking):
+        self.tracking = tracking
+        self.runs: dict[str, str] = {}
+        self.failed = False
+
+    def _safe(self, fn, *args) -> Any:
+        if self.failed:
+            return None
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - tracking must never stop a study
+            self.failed = True
+            detail = mask_secrets(" ".join(str(e).split()))[:200]
+            print(f"warning: MLflow logging failed ({detail}); the study continues and the "
+                  "missing epochs are logged from the checkpoints after it", file=sys.stderr, flush=True)
+            return None
+
+    def _run(self, trial) -> str | None:
+        if trial.trial_id not in self.runs:
+            run_id = self._safe(self.tracking.trial_run, trial.trial_id, dict(trial.config or {}))
+            if run_id:
+                self.runs[trial.trial_id] = run_id
+        return self.runs.get(trial.trial_id)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self._run(trial)
+        if run_id and "epoch" in result:
+            metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
+            self._safe(self.tracking.tracker.log_metrics, run_id, metrics, int(result["epoch"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self._run(trial)
+        if run_id:
+            self._safe(self.tracking.tracker.end, run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self._run(trial)
+        if run_id:
+            self._safe(self.tracking.tracker.end, run_id, "FAILED")
+
+
+def reconcile(tracking: TrialTracking, rows, histories: dict[str, list[dict[str, Any]]]) -> int:
+    """Log every epoch a trial's run is missing (after an outage or a resume); returns the points added."""
+    tracker = tracking.tracker
+    added = 0
+    for row in rows:
+        run_id = tracking.trial_run(row.trial_id, row.params)
+        tracker.set_tags(run_id, {"ifdd.status": row.status, **({"ifdd.reason": row.reason[:250]} if row.reason
+                                                                  else {})})
+        have = {m.step for m in tracker.client.get_metric_history(run_id, "val_uar")}
+        for h in histories.get(row.trial_id, []):
+            if h.get("val_uar") is None or int(h["epoch"]) in have:
+                continue
+            tracker.log_metrics(run_id, {k: h[k] for k in EPOCH_METRICS if k in h}, int(h["epoch"]))
+            added += 1
+        if row.status == "infeasible":
+            tracker.log_metrics(run_id, {"infeasible": 1}, 1)
+        tracker.end(run_id, "FAILED" if row.status == "error" else "FINISHED")
+    return added

@@ -1,0 +1,197 @@
+"""Per-worker training loop for a Ray Train V2 ``TorchTrainer``: one run config on one fold.
+
+Every epoch each worker trains on its DistributedSampler shard of the inner-train split, the val split is evaluated
+across all workers (gathered, de-duplicated by clip id), and every rank calls ``ray.train.report`` with the same
+metrics; rank 0 attaches a checkpoint directory holding
+
+- ``state.pt``: model, optimizer, schedule, scaler, epoch, RNG states, the resolved run config, best-so-far info
+  and the metrics of every epoch so far (Ray's result keeps only the retained checkpoints' metrics);
+- ``best.pt``:  the weights of the best epoch so far on the selection metric (carried forward every epoch, so the
+  latest checkpoint always holds the best model).
+
+Both are written atomically with a checksum (``ifdd.checkpoint``). A restarted worker group (a killed worker under
+``FailureConfig(max_failures)``, or the same run name started again) resumes from ``ray.train.get_checkpoint()``;
+if that checkpoint fails its checksum (corrupt, or cut short by a full disk), it falls back to the run's previous
+checkpoint with a warning (``ifdd.checkpoint.load_first_valid``).
+
+The epoch loop itself is ``ifdd.engine.fit`` (the same loop the benchmarks run); this module adds what Ray Train
+needs around it: the DDP model and loaders, the report of every epoch and rank 0's checkpoints, and the resume. The
+test split is never touched here: the chosen checkpoint is tested once, afterwards (orchestrator/search/selection.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from ifdd.checkpoint import capture_rng_state, load_first_valid, restore_rng_state, save_checkpoint
+from ifdd.config import to_dict
+from ifdd.engine import FitState, fit, torch_distributed_gather
+from ifdd.model import build_model
+from ifdd.pipeline import build_split_loaders, build_training
+from ifdd.runconfig import RunConfig, run_config_from_dict
+from ifdd.weights import load_k400_weights
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _collective_loss(loss_fn):
+    """Make a non-finite loss on any rank non-finite on every rank, so all ranks stop together.
+
+    Without this, one rank raising before ``backward`` leaves the others waiting in the gradient all-reduce forever.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return loss_fn
+
+    def wrapped(output, target):
+        loss, parts = loss_fn(output, target)
+        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).item() else 1.0])
+        dist.all_reduce(bad)
+        if bad.item() > 0 and torch.isfinite(loss.detach()).item():
+            loss = loss * float("nan")
+            parts = {**parts, "note": "non-finite loss on another rank"}
+        return loss, parts
+
+    return wrapped
+
+
+def _best_payload(state: FitState, cfg: RunConfig) -> dict[str, Any]:
+    return {"model": state.best_weights, "epoch": state.best["epoch"], "config": to_dict(cfg),
+            "metrics": state.best["metrics"]}
+
+
+def _quiet_ray_train_logs() -> None:
+    """Ray Train V2 logs every report and checkpoint at INFO with the full metrics dict (private loggers); the
+    loop prints one line per epoch instead."""
+    try:
+        from ray.train.v2._internal.execution import context as ctx_mod
+        from ray.train.v2._internal.execution import storage as storage_mod
+    except ImportError:  # layout changed: keep Ray's logs
+        return
+    logging.getLogger(ctx_mod.__file__).setLevel(logging.WARNING)
+    logging.getLogger(storage_mod.__name__).setLevel(logging.WARNING)
+
+
+def _resume_candidates(latest: Path) -> list[Path]:
+    """The checkpoint Ray hands back, then the run's older checkpoints on local storage, newest first
+    (``checkpoint_<timestamp>`` names sort by time): the fallbacks if the latest fails its checksum."""
+    older = sorted((p for p in latest.parent.glob("checkpoint_*") if p.is_dir() and p.name < latest.name),
+                   reverse=True) if latest.name.startswith("checkpoint_") else []
+    return [latest, *older]
+
+
+def _restore(ckpt, rank: int, device, model, parts) -> FitState:
+    """The fit state saved in Ray's latest checkpoint (or an older one if it fails its checksum); the model,
+    optimizer, schedule, scaler and RNG streams are restored in place."""
+    with ckpt.as_directory() as latest:
+        d, files = load_first_valid(_resume_candidates(Path(latest)), ("state.pt", "best.pt"), device,
+                                    warn=lambda msg: print(f"warning: rank {rank}: {msg}", flush=True))
+        if (d / "stop.json").is_file():
+            raise RuntimeError(f"this run stopped: {json.loads((d / 'stop.json').read_text())['reason']}; "
+                               "start it again with --fresh (or another --name) after fixing the config")
+        saved = files["state.pt"]
+        _unwrap(model).load_state_dict(saved["model"])
+        parts.optimizer.load_state_dict(saved["optimizer"])
+        parts.schedule.load_state_dict(saved["schedule"])
+        if parts.scaler is not None and saved.get("scaler"):
+            parts.scaler.load_state_dict(saved["scaler"])
+        restore_rng_state(saved["rng"])
+        return FitState(epoch=int(saved["epoch"]), best=saved["best"], history=list(saved.get("history", [])),
+                        best_weights=files["best.pt"]["model"] if "best.pt" in files else None)
+
+
+class Reporter:
+    """The fit's hooks inside Ray Train: every rank reports every epoch (Ray needs the same number of reports
+    from each rank); rank 0 prints one line and attaches the checkpoint directory (state.pt + best.pt)."""
+
+    def __init__(self, rank: int, cfg: RunConfig, fold: int, selection: str, label: str, model, parts):
+        self.rank, self.cfg, self.fold, self.selection, self.label = rank, cfg, fold, selection, label
+        self.model, self.parts = model, parts
+
+    def on_epoch(self, metrics: dict[str, Any], state: FitState) -> None:
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        select = self.cfg.train.select_metric
+        print(f"{self.label} epoch {metrics['epoch']}/{self.cfg.train.epochs} fold {self.fold}: "
+              f"train_loss {metrics['train_loss']:.4f} {select} {metrics[select]:.4f} (best {state.best['value']:.4f} "
+              f"@ {state.best['epoch']}) lr {metrics['lr']:.2e} {metrics['clips_per_s']:.1f} clips/s", flush=True)
+        p = self.parts
+        with tempfile.TemporaryDirectory(prefix="ifdd-ckpt-") as d:
+            save_checkpoint(Path(d) / "state.pt", {
+                "model": _unwrap(self.model).state_dict(), "optimizer": p.optimizer.state_dict(),
+                "schedule": p.schedule.state_dict(), "scaler": p.scaler.state_dict() if p.scaler else {},
+                "epoch": state.epoch, "rng": capture_rng_state(), "best": state.best, "history": state.history,
+                "config": to_dict(self.cfg), "fold": self.fold, "selection": self.selection})
+            save_checkpoint(Path(d) / "best.pt", _best_payload(state, self.cfg))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    def on_stop(self, metrics: dict[str, Any], state: FitState) -> None:
+        """A stopped run. Ray keeps only checkpointed reports in the result, so rank 0 attaches a checkpoint holding
+        ``stop.json`` (the reason), the history so far and the best weights so far (if any epoch finished)."""
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="ifdd-stop-") as d:
+            (Path(d) / "stop.json").write_text(json.dumps({"epoch": metrics["epoch"], "reason": state.stop_reason}))
+            save_checkpoint(Path(d) / "state.pt", {"epoch": state.epoch, "history": state.history,
+                                                   "best": state.best, "config": to_dict(self.cfg)})
+            if state.best_weights is not None:
+                save_checkpoint(Path(d) / "best.pt", _best_payload(state, self.cfg))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config``: ``run`` (run-config dict), ``fold``, ``selection`` (val|test), ``threads``,
+    ``label`` (the run's name, printed on each epoch line).
+
+    A non-finite loss ends every rank's loop after reporting ``{"epoch", "stop_reason"}``; rank 0's report carries
+    a checkpoint with ``stop.json`` so the driver sees the stop in the result.
+    """
+    _quiet_ray_train_logs()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    cfg = run_config_from_dict(config["run"])
+    fold, selection = int(config["fold"]), config.get("selection", "val")
+    # Ray assigns a CUDA device to a worker that reserved a GPU; a logical GPU on a CPU box (tests, or a
+    # mislabelled node) has none, so train on the CPU there instead of failing in .to("cuda").
+    device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
+    torch.manual_seed(cfg.train.seed + rank)
+
+    if cfg.train.batch_size % world:
+        raise ValueError(f"train.batch_size: {cfg.train.batch_size} is not divisible by {world} workers")
+    loaders = build_split_loaders(cfg, fold, selection=selection, batch_size=cfg.train.batch_size // world,
+                                  eval_batch_size=max(1, cfg.train.eval_batch_size // world))
+    train_loader = ray.train.torch.prepare_data_loader(loaders.train, move_to_device=False)
+    val_loader = ray.train.torch.prepare_data_loader(loaders.val, move_to_device=False)
+
+    model = build_model(cfg.model)
+    ckpt = ray.train.get_checkpoint()
+    if cfg.train.init_weights and ckpt is None:
+        report = load_k400_weights(model, cfg.train.init_weights)
+        if rank == 0:
+            print(f"backbone from {cfg.train.init_weights}: {len(report.loaded)} tensors loaded, "
+                  f"{len(report.missing)} left at init, {len(report.unexpected)} unexpected", flush=True)
+    model = ray.train.torch.prepare_model(model.to(device), move_to_device=device)
+    parts = build_training(cfg, model, loaders.class_counts, steps_per_epoch=len(train_loader), device=device)
+    state = _restore(ckpt, rank, device, model, parts) if ckpt else None
+    hooks = Reporter(rank, cfg, fold, selection, config.get("label", "run"), model, parts)
+    fit(model, train_loader, val_loader, _collective_loss(parts.loss_fn), parts.optimizer, parts.schedule,
+        epochs=cfg.train.epochs, select_metric=cfg.train.select_metric, device=device,
+        num_classes=cfg.model.num_classes, state=state, batch_transform=loaders.batch_transform,
+        grad_clip=cfg.optim.grad_clip, amp=cfg.optim.amp, scaler=parts.scaler,
+        max_steps=cfg.train.max_steps_per_epoch, gather=torch_distributed_gather if world > 1 else None,
+        world=world, tags={"node_id": ray.get_runtime_context().get_node_id()}, on_epoch=hooks.on_epoch,
+        on_stop=hooks.on_stop)
