@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["ifdd_testkit.sysdeps", "ifdd_testkit.fixtures"]
+pytest_plugins = ["ifdd_testkit.sysdeps", "ifdd_testkit.fixtures", "pytester"]
 
 
 @pytest.fixture(scope="session", autouse=True)

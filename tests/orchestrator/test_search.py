@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from ifdd_testkit.fixtures import split_size
 
 from orchestrator.cli import main
 
@@ -36,7 +37,7 @@ def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tm
         ranked = max(t["values"]["val_uar"] for t in study["trials"] if t["status"] != "infeasible")
         assert best["values"]["val_uar"] == ranked  # the winner is the best on inner-val, never on test
         test = study["tests"][str(fold)]
-        assert test["clips"] > 0 and 0.0 <= test["uar"] <= 1.0
+        assert test["clips"] == split_size(small_manifest, fold, "test") and 0.0 <= test["uar"] <= 1.0
         assert sum(map(sum, test["confusion"])) == test["clips"]
     assert summary["test_uar_std"] >= 0.0 and 0.0 <= summary["test_uar_mean"] <= 1.0
     assert (results / "summary.md").read_text().count("| 1 |") == 1
