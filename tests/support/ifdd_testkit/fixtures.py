@@ -4,6 +4,7 @@ of a split, for tests that check a count against the manifest instead of ``> 0``
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,20 @@ def postgres():
         subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
                        capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def no_pickle_loading():
+    """MLflow's model loaders with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false (MLflow 3.17's default is true):
+    a model that needs unpickling is refused, so a registered model that loads here is a pickle-free pt2."""
+    import os
+
+    before = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", None)
+        else:
+            os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = before
