@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ifdd_testkit.procio import LineReader
 
 from orchestrator.cli import main
 
@@ -287,6 +288,7 @@ def ui_server(tmp_path_factory):
     proc = subprocess.Popen([str(Path(sys.executable).parent / "ifdd"), "ui", "--runs", str(runs), "--port",
                              str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
+    output = LineReader(proc.stdout, proc)  # drained while the server runs: a full pipe would block it
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -294,8 +296,10 @@ def ui_server(tmp_path_factory):
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                     break
             except OSError:
-                assert proc.poll() is None, proc.stdout.read()
+                assert proc.poll() is None, output.text[-3000:]
                 time.sleep(0.5)
+        else:
+            raise AssertionError(f"ifdd ui did not answer /health within 90 s:\n{output.text[-3000:]}")
         yield runs, port
     finally:
         os.killpg(proc.pid, signal.SIGINT)
