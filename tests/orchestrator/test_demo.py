@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def test_demo_runs_end_to_end_in_an_empty_folder(tmp_path, ifdd_env):
     doc = yaml.safe_load(DEMO_SPACE.read_text())
     doc["base"]["train"].update({"max_steps_per_epoch": 2})
+    doc["base"]["optim"].update({"warmup_epochs": 0})  # a warmup must end before the (single) epoch does
     doc["budget"].update({"num_samples": 1, "max_epochs": 1, "scheduler": "none", "grace_period": 1})
     doc["resources"].update({"workers_per_trial": 1, "max_concurrent_trials": 1})
     space = tmp_path / "demo.yaml"
