@@ -1,6 +1,12 @@
-"""Suite-wide: tests that drive a system package (PostgreSQL, sshd/rsync, chromium) skip without it, with a reason
-that starts with ``system package missing:``; CI installs those packages and sets ``IFDD_REQUIRE_SYSTEM_DEPS=1``,
-which turns such a skip into a failure so a broken install can never pass as skipped tests."""
+"""Suite-wide setup. Shared fixtures and hooks live in tests/support/ifdd_testkit (on sys.path through pyproject's
+``pythonpath``), imported here as plugins, so every folder uses them and none loads another's conftest by path:
+
+- ``ifdd_testkit.sysdeps``: ``needs_system`` (tests that drive PostgreSQL, chromium, sshd, a tmpfs mount skip without
+  them with a ``system package missing:`` reason, and fail instead under ``IFDD_REQUIRE_SYSTEM_DEPS=1``, CI's
+  setting, already at collection);
+- ``ifdd_testkit.fixtures``: the small synthetic set, run configs and search spaces on it, local Ray, a Ray head,
+  PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import os
 
 import pytest
 
-SYSTEM_SKIP = "system package missing:"
+pytest_plugins = ["ifdd_testkit.sysdeps", "ifdd_testkit.fixtures", "pytester"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -18,12 +24,13 @@ def runs_root_outside_the_checkout(tmp_path_factory):
     yield
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if report.skipped and os.environ.get("IFDD_REQUIRE_SYSTEM_DEPS") == "1":
-        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        if SYSTEM_SKIP in reason:
-            report.outcome = "failed"
-            report.longrepr = f"IFDD_REQUIRE_SYSTEM_DEPS=1 but skipped: {reason}"
+@pytest.fixture(autouse=True)
+def torch_state_is_left_as_found():
+    """No test changes torch's thread count or global RNG for the tests after it (either would make results depend
+    on the order tests run in)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    torch.set_num_threads(threads)

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 import torch.multiprocessing as mp
+from ifdd_testkit import ddp_workers as ddp_worker
 
-sys.path.insert(0, str(Path(__file__).parent))  # spawn re-imports the rank function by module name
-
-import ddp_worker  # noqa: E402
-
-from ifdd.model import build_model  # noqa: E402
+from ifdd.model import build_model
 
 
 def test_two_workers_equal_one_worker_after_one_step(tmp_path):

@@ -11,6 +11,8 @@ import random
 import numpy as np
 import pytest
 import torch
+from ifdd_testkit import ddp_workers
+from ifdd_testkit.ddp_workers import LogitsInVideo
 from torch import nn
 
 from ifdd.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -21,7 +23,6 @@ from ifdd.engine import (
     build_optimizer,
     evaluate,
     fit,
-    torch_distributed_gather,
     train_one_epoch,
 )
 from ifdd.loss import IFDDLoss
@@ -41,13 +42,6 @@ class TinyNet(nn.Module):
     def forward(self, video: torch.Tensor) -> dict:
         logits = self.fc(torch.relu(self.conv(video)).mean(dim=(2, 3, 4)))  # (B, 8, T, H, W) -> (B, K)
         return {"logits": logits * math.nan if self.nan else logits, "gc_maps": []}
-
-
-class LogitsInVideo(nn.Module):
-    """Eval stub: a clip's logits are stored in its first voxels, so predictions are chosen by the test."""
-
-    def forward(self, video: torch.Tensor) -> dict:
-        return {"logits": video[:, 0, 0, 0, :K]}
 
 
 def batch(videos: torch.Tensor, labels: list[int], ids: list[str]) -> dict:
@@ -201,7 +195,7 @@ def check_dedup_metrics(m: dict) -> None:
 
 
 def test_evaluate_counts_each_clip_once_across_ranks():
-    model = LogitsInVideo()
+    model = LogitsInVideo(K)
     rank1 = []
     evaluate(model, shard(1), device="cpu", num_classes=K, gather=lambda recs: rank1.extend(recs) or recs)
     merged = evaluate(model, shard(0), device="cpu", num_classes=K, gather=lambda recs: recs + rank1)
@@ -214,19 +208,10 @@ def test_evaluate_counts_each_clip_once_across_ranks():
         evaluate(model, shard(0), device="cpu", num_classes=K, gather=lambda recs: recs + conflicting)
 
 
-def _gloo_worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
-        m = evaluate(LogitsInVideo(), shard(rank), device="cpu", num_classes=K, gather=torch_distributed_gather)
-        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(m, f)
-    finally:
-        torch.distributed.destroy_process_group()
-
-
 @pytest.mark.timeout(60)
 def test_torch_distributed_gather_with_gloo(tmp_path):
-    torch.multiprocessing.spawn(_gloo_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    torch.multiprocessing.spawn(ddp_workers.evaluate_rank, args=(2, str(tmp_path / "init"), str(tmp_path),
+                                                              [shard(0), shard(1)], K), nprocs=2)
     for rank in range(2):
         check_dedup_metrics(json.loads((tmp_path / f"rank{rank}.json").read_text()))
 

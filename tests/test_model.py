@@ -8,7 +8,11 @@ from ifdd.issm import base_positions, temporal_sample
 from ifdd.loss import IFDDLoss
 from ifdd.model import build_model
 
-torch.manual_seed(0)
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same RNG state, whichever tests ran before (tests/conftest.py restores it)."""
+    torch.manual_seed(0)
 
 
 def tiny_clip(b=2):
@@ -24,7 +28,8 @@ def test_tiny_output_and_aux_shapes():
 
 
 def test_xs_output_and_aux_shapes():
-    # The paper model at full size: 16x224² -> logits (B, 7), feature (B, 768), gc map (B, 7, 7).
+    # The paper model at full size: 16x224² -> logits (B, 7), feature (B, 768), gc map (B, 7, 7). Two threads (the
+    # CI box's cores); tests/conftest.py puts the thread count back afterwards.
     torch.set_num_threads(2)
     model = build_model(model_preset("xs")).eval()
     with torch.no_grad():
@@ -165,11 +170,55 @@ def test_offsets_are_bounded_by_the_receptive_field():
     assert ((s - base_s).abs() <= 1.5 + 1e-6).all() and ((d - base_d).abs() <= 1.5 + 1e-6).all()
 
 
-def test_predict_first_order_and_reference_quirks_build():
-    cfg = model_preset("tiny", update_first=False, issm_positions="reference", ladm_mlp_drop_path=True,
-                       value_residual=False)
-    out = build_model(cfg).train()(tiny_clip())
-    assert out["logits"].shape == (2, 7)
+@pytest.mark.parametrize("switch", [{"update_first": False}, {"issm_positions": "reference"},
+                                    {"value_residual": False}], ids=lambda d: next(iter(d)))
+def test_each_reference_switch_changes_the_output_with_the_same_weights(switch):
+    """Same parameters, same weights, same clip: the switched model computes something else (an ignored switch
+    would give identical logits)."""
+    torch.manual_seed(0)
+    base = build_model(model_preset("tiny", head_dropout=0.0)).eval()
+    switched = build_model(model_preset("tiny", head_dropout=0.0, **switch)).eval()
+    assert [(k, v.shape) for k, v in switched.state_dict().items()] == [
+        (k, v.shape) for k, v in base.state_dict().items()]
+    switched.load_state_dict(base.state_dict())
+    x = tiny_clip(4)
+    with torch.no_grad():
+        a, b = base(x), switched(x)
+    assert not torch.allclose(a["feature"], b["feature"], atol=1e-4), switch
+    both = build_model(model_preset("tiny", head_dropout=0.0, update_first=False, issm_positions="reference",
+                                    value_residual=False, ladm_mlp_drop_path=True)).train()
+    assert both(x)["logits"].shape == (4, 7)  # all of them together, as in dfew_paper_parity.yaml
+
+
+def test_reference_issm_positions_sample_the_shifted_grid():
+    torch.manual_seed(0)
+    exact = build_model(model_preset("tiny")).eval().lifting.levels[0].issm
+    ref = build_model(model_preset("tiny", issm_positions="reference")).eval().lifting.levels[0].issm
+    ref.load_state_dict(exact.state_dict())
+    with torch.no_grad():
+        for w in (exact.offset_static.weight, exact.offset_dynamic.weight, ref.offset_static.weight,
+                  ref.offset_dynamic.weight):
+            w.zero_()  # no learned offset: the sample positions are the base grid
+    x = torch.arange(8.0).view(1, 1, 8, 1, 1).expand(1, 128, 8, 3, 3).contiguous()  # value = temporal position
+    (s_exact, d_exact), (s_ref, d_ref) = exact(x), ref(x)
+    assert s_exact[0, 0, :, 0, 0].tolist() == pytest.approx([0, 2, 4, 6], abs=1e-4)
+    assert d_exact[0, 0, :, 0, 0].tolist() == pytest.approx([1, 3, 5, 7], abs=1e-4)
+    assert s_ref[0, 0, :, 0, 0].tolist() == pytest.approx([0, 1.7857, 4.0714, 6.3571], abs=1e-3)
+    assert d_ref[0, 0, :, 0, 0].tolist() == pytest.approx([0.6429, 2.9286, 5.2143, 7], abs=1e-3)
+
+
+def test_ladm_mlp_drop_path_zeroes_whole_features_only_when_on():
+    """The reference quirk drops the post-MLP output, which replaces the feature: a dropped clip's feature is all
+    zeros (seen before the head, with the reference's un-normalised head). Off, no clip loses its feature."""
+    x = tiny_clip(16)
+    zeroed = {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = build_model(model_preset("tiny", ladm_drop_path=0.5, ladm_mlp_drop_path=on, feature_norm=False,
+                                         drop_path=0.0)).train()
+        feature = model(x)["feature"]
+        zeroed[on] = int((feature.abs().amax(dim=1) == 0).sum())
+    assert zeroed[False] == 0 and 0 < zeroed[True] < 16, zeroed
 
 
 def test_input_norm_standardises_inside_the_model():

@@ -1,28 +1,49 @@
 """K400 mapping: a state dict in torchvision's mvit_v2_s key layout lands on the XS backbone."""
 
 import argparse
+import json
+import math
+from pathlib import Path
 
+import ifdd_testkit
 import pytest
 import torch
 
 from ifdd.config import model_preset
 from ifdd.model import build_model
-from ifdd.weights import XS_FROM_S, load_k400_weights, map_torchvision_key
+from ifdd.weights import load_k400_weights, map_torchvision_key
 
-# Our block-level key suffixes -> torchvision's, used to write a file in torchvision's layout.
-OURS_TO_TV = {
-    "attn.proj.": "attn.project.0.", "attn.pool_q.conv.": "attn.pool_q.pool.", "attn.pool_k.conv.": "attn.pool_k.pool.",
-    "attn.pool_v.conv.": "attn.pool_v.pool.", "attn.pool_q.norm.": "attn.pool_q.norm_act.0.",
-    "attn.pool_k.norm.": "attn.pool_k.norm_act.0.", "attn.pool_v.norm.": "attn.pool_v.norm_act.0.",
-    "mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.3.", "proj.": "project.",
+# Every key of torchvision 0.29.1's mvit_v2_s state dict with its shape, generated once from the real torchvision
+# (tests/support/ifdd_testkit/make_mvit_v2_s_shapes.py): the stand-in K400 file below has exactly these keys and
+# shapes, so a wrong mapping or a wrong XS shape cannot agree with it by construction.
+TV = json.loads((Path(ifdd_testkit.__file__).parent / "mvit_v2_s_shapes.json").read_text())
+TV_SHAPES = {k: tuple(v) for k, v in TV["shapes"].items()}
+
+# Where each torchvision block parameter lands, written out independently of ifdd/weights.py's patterns.
+TV_TO_OURS = {
+    "norm1.weight": "norm1.weight", "norm1.bias": "norm1.bias", "norm2.weight": "norm2.weight",
+    "norm2.bias": "norm2.bias", "attn.qkv.weight": "attn.qkv.weight", "attn.qkv.bias": "attn.qkv.bias",
+    "attn.project.0.weight": "attn.proj.weight", "attn.project.0.bias": "attn.proj.bias",
+    "attn.rel_pos_h": "attn.rel_pos_h", "attn.rel_pos_w": "attn.rel_pos_w", "attn.rel_pos_t": "attn.rel_pos_t",
+    **{f"attn.pool_{x}.pool.weight": f"attn.pool_{x}.conv.weight" for x in "qkv"},
+    **{f"attn.pool_{x}.norm_act.0.{p}": f"attn.pool_{x}.norm.{p}" for x in "qkv" for p in ("weight", "bias")},
+    "mlp.0.weight": "mlp.fc1.weight", "mlp.0.bias": "mlp.fc1.bias", "mlp.3.weight": "mlp.fc2.weight",
+    "mlp.3.bias": "mlp.fc2.bias", "project.weight": "proj.weight", "project.bias": "proj.bias",
 }
+S_FROM_XS = {**{i: i for i in range(8)}, 8: 14, 9: 15}  # XS keeps S blocks 0-7 and its last stage (14, 15)
 
 
-def _tv_suffix(suffix):
-    for ours, tv in OURS_TO_TV.items():
-        if suffix.startswith(ours):
-            return tv + suffix[len(ours):]
-    return suffix
+def expected_target(tv_key: str) -> str | None:
+    """The XS key a torchvision key must fill (None: deliberately unused)."""
+    if tv_key == "pos_encoding.class_token":
+        return "backbone.cls_token"
+    if tv_key in ("norm.weight", "norm.bias"):
+        return "backbone." + tv_key
+    if tv_key.startswith(("head.", "conv_proj.")):
+        return None
+    _, src, suffix = tv_key.split(".", 2)
+    dst = {s: x for x, s in S_FROM_XS.items()}.get(int(src))
+    return None if dst is None else f"backbone.blocks.{dst}.{TV_TO_OURS[suffix]}"
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +51,16 @@ def xs_model():
     return build_model(model_preset("xs"))
 
 
-def fake_mvit_v2_s(model):
-    """A random mvit_v2_s state dict: 16 blocks ([1, 2, 11, 2]), stem, class token, final norm, 400-way head."""
+def fake_mvit_v2_s():
+    """A random state dict with torchvision mvit_v2_s's real keys and shapes (what the K400 file holds)."""
     g = torch.Generator().manual_seed(0)
-    ours = model.state_dict()
-    sd = {"conv_proj.weight": torch.randn(96, 3, 3, 7, 7, generator=g), "conv_proj.bias": torch.randn(96, generator=g),
-          "pos_encoding.class_token": torch.randn(96, generator=g),
-          "norm.weight": torch.randn(768, generator=g), "norm.bias": torch.randn(768, generator=g),
-          "head.1.weight": torch.randn(400, 768, generator=g), "head.1.bias": torch.randn(400, generator=g)}
-    for src in range(16):
-        # Blocks 8–13 of S are 384-wide stage-2 blocks like XS block 7.
-        like = {s: x for x, s in XS_FROM_S.items()}.get(src, 7)
-        prefix = f"backbone.blocks.{like}."
-        for key, value in ours.items():
-            if key.startswith(prefix):
-                sd[f"blocks.{src}.{_tv_suffix(key[len(prefix):])}"] = torch.randn(value.shape, generator=g)
-    return sd
+    return {k: torch.randn(shape, generator=g) for k, shape in TV_SHAPES.items()}
+
+
+def test_the_committed_key_list_is_torchvisions_mvit_v2_s():
+    assert TV["torchvision"].startswith("0.29.1") and len(TV_SHAPES) == 397
+    assert TV["parameters"] == sum(math.prod(s) for s in TV_SHAPES.values()) == 34_537_744  # MViTv2-S: 34.5 M
+    assert {int(k.split(".")[1]) for k in TV_SHAPES if k.startswith("blocks.")} == set(range(16))  # [1, 2, 11, 2]
 
 
 def test_key_layout_facts():
@@ -58,33 +73,27 @@ def test_key_layout_facts():
 
 
 def test_load_k400_state_dict_onto_xs(xs_model, tmp_path):
-    sd = fake_mvit_v2_s(xs_model)
-    # Shapes that only hold for the real MViTv2-S: block 0 sees 56² queries and 7² keys -> 2·56−1 relative rows.
-    assert sd["blocks.0.attn.rel_pos_h"].shape == (111, 96)
-    assert sd["blocks.1.attn.qkv.weight"].shape == (3 * 192, 96)
-    assert sd["blocks.14.project.weight"].shape == (768, 384)
+    sd = fake_mvit_v2_s()
     path = tmp_path / "mvit_v2_s.pth"
     torch.save({"model": sd}, path)
     stem_before = xs_model.backbone.stem.weight.clone()
     report = load_k400_weights(xs_model, path)
     state = xs_model.state_dict()
-    for dst, src in XS_FROM_S.items():
-        assert torch.equal(state[f"backbone.blocks.{dst}.attn.qkv.weight"], sd[f"blocks.{src}.attn.qkv.weight"])
-        assert torch.equal(state[f"backbone.blocks.{dst}.mlp.fc2.bias"], sd[f"blocks.{src}.mlp.3.bias"])
-        assert torch.equal(state[f"backbone.blocks.{dst}.attn.rel_pos_t"], sd[f"blocks.{src}.attn.rel_pos_t"])
-    assert torch.equal(state["backbone.blocks.8.proj.weight"], sd["blocks.14.project.weight"])
-    assert torch.equal(state["backbone.cls_token"].flatten(), sd["pos_encoding.class_token"])
-    assert torch.equal(state["backbone.norm.weight"], sd["norm.weight"])
+    targets = {k: expected_target(k) for k in sd}
+    for tv_key, ours in targets.items():  # every tensor lands where it must, unchanged
+        if ours is not None:
+            assert torch.equal(state[ours].reshape(sd[tv_key].shape), sd[tv_key]), f"{tv_key} -> {ours}"
     assert torch.equal(xs_model.backbone.stem.weight, stem_before)  # stem skipped, as in the reference
-    assert report.missing == ["backbone.stem.bias", "backbone.stem.weight"]
-    assert report.unexpected == []
+    assert report.loaded == sorted(t for t in targets.values() if t)
+    assert report.skipped == [k for k, t in targets.items() if t is None]  # stem, head, S blocks 8-13
     assert {k.split(".")[1] for k in report.skipped if k.startswith("blocks.")} == {str(i) for i in range(8, 14)}
-    assert "head.1.weight" in report.skipped and "conv_proj.weight" in report.skipped
-    assert len(report.loaded) == len([k for k in state if k.startswith("backbone.")]) - 2
+    assert report.missing == ["backbone.stem.bias", "backbone.stem.weight"] and report.unexpected == []
+    # every backbone parameter but the stem comes from the file
+    assert set(report.loaded) == {k for k in state if k.startswith("backbone.")} - set(report.missing)
 
 
 def test_load_stem_option_and_errors(xs_model, tmp_path):
-    sd = fake_mvit_v2_s(xs_model)
+    sd = fake_mvit_v2_s()
     path = tmp_path / "w.pth"
     torch.save(sd, path)
     report = load_k400_weights(xs_model, path, load_stem=True)

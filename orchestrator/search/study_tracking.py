@@ -15,7 +15,7 @@ from orchestrator.search.space import SearchSpace
 from orchestrator.tracking.plots import optuna_plots
 from orchestrator.tracking.registry import register_best
 from orchestrator.tracking.study_runs import log_study
-from orchestrator.tracking.tune_callback import TrialTracking, reconcile
+from orchestrator.tracking.tune_callback import TrialTracking, reconcile, run_history
 
 
 def try_track(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, dataset: str,
@@ -45,7 +45,7 @@ def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, p
     """Reconcile the trials' runs from their checkpoints, log the parent run, register the fold winners."""
     from ifdd.runconfig import with_overrides
 
-    added = reconcile(tracking, res.trials, trial_histories(res, space))
+    added = reconcile(tracking, res.trials, trial_histories(res, space, paths))
     if added:
         print(f"MLflow: logged {added} epoch(s) the live logging had missed", flush=True)
     cfg = with_overrides(space.trial_base(), res.best.params) if res.best else space.trial_base()
@@ -66,12 +66,13 @@ def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, p
         write_json(paths.study_json(res.study), payload)
 
 
-def trial_histories(res: StudyResult, space: SearchSpace) -> dict[str, list[dict[str, Any]]]:
-    """trial id -> every epoch's metrics, from the trial's latest checkpoint (fold-wise studies: one run per
-    trial; a cross-fold trial's epochs are its folds, logged live)."""
-    from ifdd.checkpoint import load_checkpoint
+def trial_histories(res: StudyResult, space: SearchSpace, paths: Paths) -> dict[str, list[dict[str, Any]]]:
+    """trial id -> every epoch's metrics, from the newest checkpoint of the trial's Train run (fold-wise studies:
+    one run per trial; a cross-fold trial's epochs are its folds, logged live)."""
+    from orchestrator.search.trial import trainer_name
 
     if space.protocol.strategy != "fold-wise":
         return {}
-    return {row.trial_id: load_checkpoint(Path(row.checkpoint) / "state.pt").get("history", [])
-            for row in res.trials if row.checkpoint and (Path(row.checkpoint) / "state.pt").is_file()}
+    fold = res.folds[0]
+    return {row.trial_id: run_history(Path(paths.trials) / trainer_name(res.study, row.trial_id, fold), row.checkpoint)
+            for row in res.trials}

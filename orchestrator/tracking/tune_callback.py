@@ -3,6 +3,9 @@
 Live logging is best effort: if the tracking store fails mid-study (a killed server), the study goes on, a warning
 is printed once, and ``reconcile`` later logs every epoch MLflow is missing from the trials' checkpoints (each
 ``state.pt`` carries the full epoch history), so a tracking outage never loses a number and never stops training.
+The history is read from the newest checkpoint of the trial's Train run (``run_history``), not from the one Tune last
+heard of: an epoch can be checkpointed after the driver's last result (Ctrl-C between the two), and the resumed
+run, with nothing left to train, reports nothing more.
 """
 
 from __future__ import annotations
@@ -98,6 +101,29 @@ class MLflowTrialCallback(ray.tune.Callback):
         run_id = self._run(trial)
         if run_id:
             self._safe(self.tracking.tracker.end, run_id, "FAILED")
+
+
+def run_history(run_dir: str | Path, reported: str | None = None) -> list[dict[str, Any]]:
+    """Every epoch a trial's Train run finished: the history in the newest of its checkpoints that verifies
+    (``checkpoint_<timestamp>`` names sort by time; ``reported``, the checkpoint Tune last heard of, is a candidate
+    too). Empty when the run has no usable checkpoint (an infeasible trial never started one)."""
+    from ifdd.checkpoint import CheckpointError, load_first_valid
+
+    run_dir = Path(run_dir)
+    found = sorted((p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()), key=lambda p: p.name,
+                   reverse=True) if run_dir.is_dir() else []
+    if reported and (Path(reported) / "state.pt").is_file() and Path(reported) not in found:
+        found.append(Path(reported))
+    if not found:
+        return []
+    try:
+        _, files = load_first_valid(found, ("state.pt",), warn=lambda msg: print(
+            f"warning: {run_dir.name}: {msg}", file=sys.stderr, flush=True))
+    except CheckpointError as e:
+        print(f"warning: {run_dir.name}: {e}; its epochs are not logged from the checkpoints", file=sys.stderr,
+              flush=True)
+        return []
+    return list(files["state.pt"].get("history", []))
 
 
 def reconcile(tracking: TrialTracking, rows, histories: dict[str, list[dict[str, Any]]]) -> int:

@@ -3,67 +3,80 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH))
 
-import ablation  # noqa: E402
-import search  # noqa: E402
-import summary  # noqa: E402
+
+@pytest.fixture(scope="module")
+def bench():
+    """bench/'s search, ablation and summary scripts as modules. They put bench/ on sys.path to import each other
+    (bench_common); sys.path and sys.modules are put back afterwards, so no later test imports them by accident."""
+    path = list(sys.path)
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield types.SimpleNamespace(**{name: importlib.import_module(name)
+                                       for name in ("search", "ablation", "summary")})
+    finally:
+        sys.path[:] = path
+        for name, mod in list(sys.modules.items()):  # bench's own modules only: third-party ones stay loaded
+            if Path(getattr(mod, "__file__", None) or "/").resolve().parent == BENCH:
+                del sys.modules[name]
 
 
 def _events(vals: list[float], trial: str = "t") -> list[dict]:
     return [{"trial": trial, "epoch": i + 1, "val_uar": v, "time": float(i)} for i, v in enumerate(vals)]
 
 
-def test_search_compare_counts_epochs_until_random_best_is_reached():
+def test_search_compare_counts_epochs_until_random_best_is_reached(bench):
     rnd = _events([0.1, 0.3, 0.2, 0.5, 0.4, 0.4], "r")  # best 0.5 after 4 of 6 epochs
     tpe = _events([0.2, 0.5, 0.6], "a")
-    c = search.compare(tpe, rnd, max_epochs=3)
+    c = bench.search.compare(tpe, rnd, max_epochs=3)
     assert c["random_best"] == 0.5 and c["random_epochs_to_best"] == 4
     assert c["epochs_to_match"] == 2
     assert c["ratio_vs_random_total"] == pytest.approx(2 / 6) and c["ratio_vs_random_reach"] == pytest.approx(0.5)
     assert c["curves"]["tpe_asha"] == [(1, 0.2), (2, 0.5), (3, 0.6)]
 
 
-def test_search_compare_reports_never_matched_as_none():
-    c = search.compare(_events([0.1, 0.2]), _events([0.9]), max_epochs=2)
+def test_search_compare_reports_never_matched_as_none(bench):
+    c = bench.search.compare(_events([0.1, 0.2]), _events([0.9]), max_epochs=2)
     assert c["epochs_to_match"] is None and c["ratio_vs_random_total"] is None
 
 
-def test_ablation_summary_and_paired_differences():
+def test_ablation_summary_and_paired_differences(bench):
     runs = [{"variant": v, "group": "main", "seed": 0, "fold": f, "test_uar": u, "test_war": u, "val_uar": u,
              "best_epoch": 3} for v, us in (("full", [0.5, 0.7]), ("baseline", [0.4, 0.8])) for f, u in
             zip((1, 2), us, strict=True)]
     runs.append({"variant": "ratio0.25_depth2", "group": "grid", "infeasible": "split_ratio=0.25 ..."})
-    table = {t["variant"]: t for t in ablation.summarise(runs)}
+    table = {t["variant"]: t for t in bench.ablation.summarise(runs)}
     assert table["full"]["test_uar_mean"] == pytest.approx(0.6) and table["full"]["runs"] == 2
     assert table["baseline"]["test_uar_std"] == pytest.approx(0.2828, abs=1e-4)
     assert table["ratio0.25_depth2"]["infeasible"]
-    p = ablation.paired(runs, "full", "baseline")
+    p = bench.ablation.paired(runs, "full", "baseline")
     assert p["pairs"] == 2 and p["mean_diff"] == pytest.approx(0.0) and p["a_wins"] == 1
 
 
-def test_ablation_grid_marks_unbuildable_points_infeasible():
-    todo, infeasible = ablation.jobs([0], [1], [0], [1], epochs=2)
+def test_ablation_grid_marks_unbuildable_points_infeasible(bench):
+    todo, infeasible = bench.ablation.jobs([0], [1], [0], [1], epochs=2)
     assert {i["variant"] for i in infeasible} == {"ratio0.25_depth2"}  # 4 slots: 1 + 3, then 1 slot to split
     assert {j["variant"] for j in todo} >= {"full", "no_issm", "no_ladm", "baseline", "ratio0.75_depth2"}
 
 
-def test_summary_writes_tables_plots_and_marks_gpu_estimates(tmp_path):
+def test_summary_writes_tables_plots_and_marks_gpu_estimates(bench, tmp_path):
     rnd, tpe = _events([0.2, 0.4], "r"), _events([0.4], "a")
     (tmp_path / "search.json").write_text(json.dumps({
         "measured": "inner-val UAR", "data": "fake", "matched_seeds": 1, "ratio_vs_random_total_mean": 0.5,
         "budget": {"num_samples": 1, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2, "random_samples": 2,
                    "max_concurrent_trials": 1},
-        "seeds": [{"seed": 0, **search.compare(tpe, rnd, 2)}]}))
+        "seeds": [{"seed": 0, **bench.search.compare(tpe, rnd, 2)}]}))
     (tmp_path / "ablation.json").write_text(json.dumps({
         "data": "fake", "protocol": {"selection": "val", "main_seeds": [0], "main_folds": [1], "grid_seeds": [0],
                                      "grid_folds": [1], "epochs": 2},
@@ -71,7 +84,7 @@ def test_summary_writes_tables_plots_and_marks_gpu_estimates(tmp_path):
                    "test_war_mean": 0.5, "test_war_std": 0.0, "inner_val_uar_mean": 0.4, "best_epoch_mean": 2.0}],
         "paired": []}))
     (tmp_path / "wall.json").write_text(json.dumps({"wall_s": 1234.0, "cpus": 2}))
-    path = summary.write_summary(tmp_path, flops={"ifdd": 1e11, "baseline": 9e10})
+    path = bench.summary.write_summary(tmp_path, flops={"ifdd": 1e11, "baseline": 9e10})
     text = path.read_text()
     assert "0.432 ± 0.000" in text and "| 0 | 0.400 | 2 | 2 | 0.400 | 1 |" in text
     assert "1234 s" in text and "Estimates, not measurements" in text
@@ -80,6 +93,7 @@ def test_summary_writes_tables_plots_and_marks_gpu_estimates(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
+@pytest.mark.timeout(1800)  # ~5 min on 2 quiet cores
 def test_every_bench_script_runs_in_quick_mode_and_logs_to_mlflow(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(BENCH.parent)}
     subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--dir", str(tmp_path / "bench"),

@@ -15,8 +15,9 @@ from ifdd.data.synth import render_clip
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(1200)  # ~290 s on 2 quiet cores
 def test_a_small_3d_cnn_learns_the_synthetic_classes():
-    torch.set_num_threads(2)
+    torch.set_num_threads(2)  # put back after the test by tests/conftest.py, as is the RNG state
     torch.manual_seed(0)
     n, n_train = 700, 595
     labels = np.arange(n) % 7

@@ -26,11 +26,7 @@ import yaml
 
 ONPREM = Path(__file__).resolve().parents[2] / "cluster" / "onprem.yaml"
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not PG_BIN or shutil.which("runuser") is None or os.geteuid() != 0,
-                       reason="system package missing: needs root, runuser and Debian's postgresql binaries"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.needs_system("postgresql", "runuser")]
 
 
 def free_port() -> int:

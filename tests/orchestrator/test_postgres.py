@@ -11,11 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from ifdd_testkit.fixtures import no_pickle_loading
+from ifdd_testkit.procio import LineReader, Proc, wait_for
 
 from orchestrator.cli import main
 
@@ -147,7 +148,7 @@ def test_ui_serves_a_postgres_backend_store_on_loopback(postgres, pg_dbs, tmp_pa
                             env=postgres.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        banner = _wait_for_line(proc, "MLflow UI: ", 120)
+        banner = LineReader(proc.stdout, proc).wait_for_line("MLflow UI: ", 120)
         assert f"http://127.0.0.1:{port}" in banner and f"store {ml};" in banner
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}",
                                     timeout=30) as r:
@@ -159,7 +160,11 @@ def test_ui_serves_a_postgres_backend_store_on_loopback(postgres, pg_dbs, tmp_pa
         assert not any(postgres.password in c for c in cmdlines)
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
     import socket
 
     with socket.socket() as s:
@@ -168,6 +173,7 @@ def test_ui_serves_a_postgres_backend_store_on_loopback(postgres, pg_dbs, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.ray
+@pytest.mark.timeout(1200)  # ~200 s on 2 quiet cores
 def test_search_on_postgres_keeps_optuna_and_mlflow_there_and_resumes(postgres, pg_dbs, small_manifest, tmp_path,
                                                                        ray_head, write_space, monkeypatch):
     """A 2-fold search with both stores on PostgreSQL, interrupted (Ctrl-C) and resumed with --resume."""
@@ -184,16 +190,13 @@ def test_search_on_postgres_keeps_optuna_and_mlflow_there_and_resumes(postgres, 
     outputs = []
 
     # 1) Ctrl-C once a trial has checkpointed: a partial study, nothing selected (exit 1).
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not list(storage.glob("search/*/trials/*/checkpoint_*")):
-        assert time.time() < deadline and proc.poll() is None, "no checkpoint before the deadline"
-        time.sleep(1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=180)
-    outputs += [out, err]
-    assert proc.returncode == 1, out[-2000:] + err[-2000:]
-    assert "is partial" in err
+    proc = Proc(argv[1:], tmp_path, env)  # stdout+stderr read while it runs: a full pipe never blocks it
+    wait_for(lambda: bool(list(storage.glob("search/*/trials/*/checkpoint_*"))), 300, "a trial checkpoint", proc)
+    proc.signal(signal.SIGINT)
+    rc = proc.wait(180)
+    outputs.append(proc.out)
+    assert rc == 1, proc.out[-4000:]
+    assert "is partial" in proc.out
 
     # 2) --resume against the same PostgreSQL stores finishes both folds.
     done = subprocess.run([*argv, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -249,14 +252,15 @@ def _check_mlflow(url: str, summary: dict) -> list[str]:
     assert all("test_uar" in p.data.metrics for p in parents)
     for c in children:
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_uar")]
-        # one point per epoch, none duplicated by the resume (PostgreSQL returns them unordered). Not asserted: that
-        # epoch 2 is always there; a trial finishing as Ctrl-C lands can miss its last point (see the report)
-        assert 1 in steps and len(steps) == len(set(steps)) and set(steps) <= {1, 2}, steps
+        # one point per epoch, none lost or duplicated by the Ctrl-C and the resume (PostgreSQL returns them
+        # unordered); an epoch checkpointed after Tune's last result is logged by the reconcile
+        assert sorted(steps) == [1, 2], steps
     model = client.get_registered_model("ifdd-synthetic")
     assert {"fold1", "fold2", "champion"} <= set(model.aliases)
     assert summary["registry"]["champion_version"] == str(model.aliases["champion"])
     mlflow.set_tracking_uri(url)
-    net = mlflow.pytorch.load_model("models:/ifdd-synthetic@champion", map_location="cpu")
+    with no_pickle_loading():  # the registered pt2 passes MLflow's pickle-free check
+        net = mlflow.pytorch.load_model("models:/ifdd-synthetic@champion", map_location="cpu")
     with torch.no_grad():
         assert net(torch.rand(1, 3, 16, 64, 64)).shape == (1, 7)
     versions = client.search_model_versions("name='ifdd-synthetic'")
@@ -270,17 +274,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_for_line(proc: subprocess.Popen, prefix: str, timeout_s: float) -> str:
-    deadline = time.time() + timeout_s
-    for line in proc.stdout:
-        if line.startswith(prefix):
-            return line
-        if time.time() > deadline:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"no line starting {prefix!r} (rc {proc.poll()})")
 
 
 def _tree_cmdlines(root: int) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from ifdd_testkit.fixtures import split_size
+from ifdd_testkit.procio import Proc, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -36,7 +37,9 @@ def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, c
     try:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address)
+        # only feasible points: every one of the 4 trials trains, so all 4 one-GPU trials must be placed
         space_path = write_space(tmp_path / "mn.yaml", small_manifest, budget={"num_samples": 4, "max_epochs": 1},
+                                 search={"loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
                                  protocol={"folds": [1]},
                                  resources={"workers_per_trial": 1, "gpus_per_worker": 1, "backend": "gloo"})
         space = load_space(space_path)
@@ -46,17 +49,15 @@ def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, c
         out = capsys.readouterr().out
         assert "4 concurrent trial(s), each 1 worker(s)" in out and "× 1 GPU" in out
         study = json.loads((tmp_path / "runs" / "search" / "mn" / "mn-fold1.json").read_text())
-        feasible = [t for t in study["trials"] if t["status"] != "infeasible"]
-        nodes = set()
-        for t in feasible:
-            from ifdd.checkpoint import load_checkpoint
+        assert len(study["trials"]) == 4 and all(t["status"] == "complete" for t in study["trials"]), study
+        from ifdd.checkpoint import load_checkpoint
 
-            history = load_checkpoint(Path(t["checkpoint"]) / "state.pt")["history"]
-            nodes.add(history[-1]["node_id"])
+        nodes = [load_checkpoint(Path(t["checkpoint"]) / "state.pt")["history"][-1]["node_id"]
+                 for t in study["trials"]]
         worker_ids = {n.node_id for n in workers}
-        assert nodes <= worker_ids, "a GPU trial ran on the GPU-less head"
-        if len(feasible) >= 2:
-            assert nodes == worker_ids, f"trials packed on one node only: {nodes}"
+        assert set(nodes) <= worker_ids, "a GPU trial ran on the GPU-less head"
+        # 4 one-GPU trials planned concurrently on two 2-GPU nodes: both nodes used
+        assert set(nodes) == worker_ids, f"trials packed on one node only: {nodes}"
         # nothing left reserved: every trial's placement groups were removed
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -70,14 +71,6 @@ def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, c
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(1)
 
 
 def _trainer_checkpoints(storage: Path) -> list[Path]:
@@ -95,23 +88,20 @@ def test_driver_killed_mid_study_resumes_to_exactly_num_samples(small_manifest, 
     argv = ["search", "--space", str(space), "--runs", str(storage.parent), "--address", address]
 
     # 1) Ctrl-C: Tune stops and returns a partial result: reported as partial, nothing selected (exit 1).
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "ifdd"), *argv], cwd=tmp_path, env=ifdd_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(_trainer_checkpoints(storage)) >= 2, 240, "two checkpoints")
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1, out[-2000:] + err[-2000:]
-    assert "is partial" in err and "--resume" in err
+    proc = Proc(argv, tmp_path, ifdd_env)  # output read while it runs: a full pipe never blocks it
+    wait_for(lambda: len(_trainer_checkpoints(storage)) >= 2, 240, "two checkpoints", proc)
+    proc.signal(signal.SIGINT)
+    assert proc.wait(120) == 1, proc.out[-4000:]
+    assert "is partial" in proc.out and "--resume" in proc.out
     partial = json.loads((tmp_path / "runs" / "search" / "rs" / "rs-fold1.json").read_text())
     assert not partial["complete"] and partial["best"] is None and not partial["tests"]
 
     # 2) --resume, then the driver is killed by pid (SIGKILL) mid-study.
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "ifdd"), *argv, "--resume"], cwd=tmp_path,
-                            env=ifdd_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = Proc([*argv, "--resume"], tmp_path, ifdd_env)
     before = len(_trainer_checkpoints(storage))
-    _wait_for(lambda: len(_trainer_checkpoints(storage)) >= before + 2, 240, "progress after resume")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
+    wait_for(lambda: len(_trainer_checkpoints(storage)) >= before + 2, 240, "progress after resume", proc)
+    proc.signal(signal.SIGKILL)
+    proc.wait(60)
 
     # 3) --resume again: finishes with exactly num_samples trials, each trained to max_epochs, none duplicated.
     done = _ifdd(*argv, "--resume", cwd=tmp_path, env=ifdd_env, timeout=600)
@@ -121,7 +111,7 @@ def test_driver_killed_mid_study_resumes_to_exactly_num_samples(small_manifest, 
     assert len({t["trial_id"] for t in study["trials"]}) == 4
     assert all(t["status"] == "complete" and t["epochs"] == 3 for t in study["trials"]), study["trials"]
     assert len(list((storage / "search" / "rs" / "trials").iterdir())) == 4  # one Train run per trial
-    assert study["tests"]["1"]["clips"] > 0
+    assert study["tests"]["1"]["clips"] == split_size(small_manifest, 1, "test")
 
 
 def test_launch_submits_one_job_per_fold_and_they_succeed(small_manifest, tmp_path, ray_head, write_space,
@@ -138,4 +128,4 @@ def test_launch_submits_one_job_per_fold_and_they_succeed(small_manifest, tmp_pa
     assert status.returncode == 0 and status.stdout.count("SUCCEEDED") == 2, status.stdout
     for fold in (1, 2):
         study = json.loads((storage.parent / "search" / "lj" / f"lj-fold{fold}.json").read_text())
-        assert study["complete"] and study["tests"][str(fold)]["clips"] > 0
+        assert study["complete"] and study["tests"][str(fold)]["clips"] == split_size(small_manifest, fold, "test")

@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from ifdd_testkit.procio import LineReader
 
 from orchestrator.cli import main
 
@@ -35,6 +35,7 @@ def searched(small_manifest, tmp_path_factory, ray_local, write_space):
     return root / "runs"
 
 
+@pytest.mark.needs_system("chromium")
 def test_mlflow_ui_in_chromium_runs_under_parents_and_compare_view(searched, ifdd_env):
     from mlflow.tracking import MlflowClient
     from playwright.sync_api import sync_playwright
@@ -57,11 +58,13 @@ def test_mlflow_ui_in_chromium_runs_under_parents_and_compare_view(searched, ifd
             page.goto(f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
             page.get_by_text("ui-fold1").first.wait_for(timeout=60000)  # the parent run
             page.screenshot(path=str(shots / "experiment-runs.png"))
+            # the parent row's expander must be there (a changed UI fails here instead of skipping the check), and
+            # expanding it must show the trials' child runs
             expand = page.locator("[data-testid*='expand'], button[aria-label*='xpand']").first
-            if expand.count():
-                expand.click()
-                page.get_by_text(children[0].info.run_name).first.wait_for(timeout=30000)
-                page.screenshot(path=str(shots / "experiment-runs-expanded.png"))
+            expand.wait_for(state="visible", timeout=30000)
+            expand.click()
+            page.get_by_text(children[0].info.run_name).first.wait_for(timeout=30000)
+            page.screenshot(path=str(shots / "experiment-runs-expanded.png"))
             ids = json.dumps([children[0].info.run_id, children[1].info.run_id])
             page.goto(f"{base}/#/compare-runs?runs={ids}&experiments={json.dumps([exp.experiment_id])}")
             page.get_by_text("Comparing 2 Runs from 1 Experiment").first.wait_for(timeout=60000)
@@ -124,20 +127,22 @@ def _start_ui(runs: Path, port: int, env: dict) -> subprocess.Popen:
     proc = subprocess.Popen([str(Path(sys.executable).parent / "ifdd"), "ui", "--runs", str(runs), "--port",
                              str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    deadline = time.time() + 90
-    for line in proc.stdout:
-        if line.startswith("MLflow UI: "):
-            return proc
-        if time.time() > deadline:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"ifdd ui did not start (rc {proc.poll()})")
+    try:
+        LineReader(proc.stdout, proc).wait_for_line("MLflow UI: ", 90, "ifdd ui to start")  # keeps draining it
+    except AssertionError:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return proc
 
 
 def _stop_ui(proc: subprocess.Popen, port: int) -> None:
     import socket
 
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "port still open after Ctrl-C"

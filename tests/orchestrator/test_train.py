@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from ifdd_testkit.fixtures import split_size
 
 from orchestrator.cli import main
 
@@ -27,10 +28,13 @@ def test_two_workers_train_checkpoint_and_restart(small_manifest, tmp_path, ray_
     s = _summary(storage, "r")
     assert [int(h["epoch"]) for h in s["history"] if h.get("val_uar") is not None] == [1, 2]
     assert all(h["world_size"] == 2 for h in s["history"])
-    assert s["test"]["clips"] > 0 and 0.0 <= s["test"]["uar"] <= 1.0
+    # every test clip counted once: the manifest's fold-2 test split, no more, no fewer
+    assert s["test"]["clips"] == split_size(small_manifest, 2, "test") and 0.0 <= s["test"]["uar"] <= 1.0
+    assert sum(map(sum, s["test"]["confusion"])) == s["test"]["clips"]
     assert (Path(s["checkpoint"]) / "state.pt").is_file() and (Path(s["checkpoint"]) / "best.pt").is_file()
-    # every inner-val clip counted exactly once although 2 workers each evaluated a padded shard
-    assert s["history"][-1]["val_clips"] == s["best_val"].get("val_clips", s["history"][-1]["val_clips"])
+    # every inner-val clip counted exactly once although 2 workers each evaluated a padded shard (5 clips: odd)
+    val = split_size(small_manifest, 2, "val")
+    assert val % 2 == 1 and [h["val_clips"] for h in s["history"]] == [val, val]
 
     # Same name + storage, more epochs: continues from the epoch-2 checkpoint and trains only epoch 3.
     assert main(argv + ["--epochs", "3"]) == 0

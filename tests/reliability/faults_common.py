@@ -1,75 +1,20 @@
-"""Helpers for the fault tests: the orchestrator fixtures (a real Ray head, the small synthetic set), running `ifdd`
-as a subprocess and reading its output while it runs, and counting what MLflow holds.
-
-Loaded by path (tests use --import-mode=importlib, so test folders are not packages): ``load()`` returns this module.
-"""
+"""Helpers for the fault tests: running `ifdd` as a subprocess and reading its output while it runs (from
+ifdd_testkit.procio), and counting what MLflow holds. The Ray head, the small synthetic set and the search-space
+writer are the shared fixtures (ifdd_testkit.fixtures)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from ifdd_testkit.procio import Proc, wait_for
 
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def orchestrator_fixtures():
-    """The fixtures of tests/orchestrator/conftest.py (small_manifest, write_space, ray_head, ifdd_env, …)."""
-    return _load(ROOT / "tests" / "orchestrator" / "conftest.py", "ifdd_orchestrator_conftest")
-
-
-IFDD = str(Path(sys.executable).parent / "ifdd")
-
-
-class Proc:
-    """An `ifdd` subprocess whose stdout+stderr are collected line by line while it runs."""
-
-    def __init__(self, args: list[str], cwd: Path, env: dict):
-        self.p = subprocess.Popen([IFDD, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
-        self.lines: list[str] = []
-        self._t = threading.Thread(target=lambda: self.lines.extend(iter(self.p.stdout.readline, "")), daemon=True)
-        self._t.start()
-
-    @property
-    def out(self) -> str:
-        return "".join(self.lines)
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.p.pid, sig)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            rc = self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            raise AssertionError(f"ifdd did not exit within {timeout}s:\n{self.out[-3000:]}") from None
-        self._t.join(timeout=10)
-        return rc
-
-
-def wait_for(predicate, timeout: float, what: str, proc: Proc | None = None) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        if proc is not None and proc.p.poll() is not None:
-            raise AssertionError(f"ifdd exited ({proc.p.returncode}) before {what}:\n{proc.out[-3000:]}")
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.out[-3000:]}" if proc else ""))
-        time.sleep(0.5)
+__all__ = ["Proc", "wait_for", "checkpoints", "flip_byte", "mlflow_counts", "start_mlflow_server", "kill_group",
+           "epochs_of", "grep"]
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

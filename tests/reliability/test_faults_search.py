@@ -4,18 +4,13 @@ parent run and one registered version, also after a further `--resume`."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("faults_common", Path(__file__).with_name("faults_common.py"))
-fc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fc)
-_fx = fc.orchestrator_fixtures()
-small_manifest, write_space, ray_head, ifdd_env = _fx.small_manifest, _fx.write_space, _fx.ray_head, _fx.ifdd_env
+from . import faults_common as fc
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

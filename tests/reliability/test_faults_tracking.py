@@ -4,17 +4,12 @@ fails fast, and `--resume` once it is back logs every missing run and epoch and 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from ifdd_testkit.fixtures import free_port, split_size
 
-_spec = importlib.util.spec_from_file_location("faults_common", Path(__file__).with_name("faults_common.py"))
-fc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fc)
-_fx = fc.orchestrator_fixtures()
-small_manifest, write_space, ray_head, ifdd_env = _fx.small_manifest, _fx.write_space, _fx.ray_head, _fx.ifdd_env
+from . import faults_common as fc
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -27,7 +22,7 @@ def test_tracking_server_killed_mid_study_then_resume_fills_in(small_manifest, t
     address, _ = ray_head
     store = tmp_path / "server"
     Tracker(Outputs.resolve(str(store)).default_tracking_uri, store / "mlartifacts")  # an empty store for the server
-    port = _fx.free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     # MLflow retries a failed HTTP call for minutes by default; the first failing live call would stall the driver
     env = {**ifdd_env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -51,7 +46,8 @@ def test_tracking_server_killed_mid_study_then_resume_fills_in(small_manifest, t
         assert fc.grep(rf"^error: MLflow at {uri} was unreachable; every trial and test result is saved", out)
         assert fc.grep(r"log them with: ifdd search .* --resume$", out)
         study = json.loads(study_json.read_text())  # the Ray results are all there
-        assert study["complete"] and study["tests"]["1"]["clips"] > 0 and study["tracking_pending"]
+        assert study["complete"] and study["tracking_pending"]
+        assert study["tests"]["1"]["clips"] == split_size(small_manifest, 1, "test")
         assert len(study["trials"]) == 3 and all(t["epochs"] == 2 for t in study["trials"])
         assert (runs / "search" / "mo" / "summary.json").is_file()
 

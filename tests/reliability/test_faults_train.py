@@ -4,20 +4,15 @@ warning, losing and repeating no epoch."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
-from pathlib import Path
 
 import pytest
+from ifdd_testkit.fixtures import cli_env, split_size
 
 from ifdd.checkpoint import load_checkpoint
 
-_spec = importlib.util.spec_from_file_location("faults_common", Path(__file__).with_name("faults_common.py"))
-fc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fc)
-_fx = fc.orchestrator_fixtures()
-small_manifest, write_run_yaml = _fx.small_manifest, _fx.write_run_yaml
+from . import faults_common as fc
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -26,7 +21,7 @@ def test_sigterm_then_corrupt_checkpoint_then_resume_loses_no_epoch(small_manife
     cfg = write_run_yaml(tmp_path / "run.yaml", small_manifest, train={"epochs": 6, "max_steps_per_epoch": 3})
     storage = tmp_path / "runs" / "ray"
     argv = ["train", "--config", str(cfg), "--fold", "1", "--runs", str(storage.parent), "--name", "pre"]
-    env = {**_fx.cli_env(), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60"}
+    env = {**cli_env(), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60"}
     run = storage / "pre"
 
     first = fc.Proc(argv, tmp_path, env)
@@ -56,4 +51,4 @@ def test_sigterm_then_corrupt_checkpoint_then_resume_loses_no_epoch(small_manife
     resumed_at = {h["start_epoch"] for h in summary["history"]} - {1}
     assert len(resumed_at) == 1, summary["history"]  # one resume, from the checkpoint that verified
     assert resumed_at == {fallback_epoch + 1}
-    assert summary["status"] == "finished" and summary["test"]["clips"] > 0
+    assert summary["status"] == "finished" and summary["test"]["clips"] == split_size(small_manifest, 1, "test")

@@ -1,7 +1,10 @@
-"""Fixtures for Ray-backed tests: a small synthetic DFEW set (64², 16 frames) and run configs pointing at it."""
+"""Shared fixtures (a pytest plugin, loaded by tests/conftest.py): a small synthetic DFEW set (64², 16 frames), run
+configs and search spaces pointing at it, local Ray, a real Ray head, PostgreSQL; and ``split_size``, the clip count
+of a split, for tests that check a count against the manifest instead of ``> 0``."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,13 @@ def small_manifest(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dfew") / "DFEW"
     write_synthetic(root, clips_per_class=8, min_per_class=5, frames=16, size=64, seed=1, fmt="mp4", workers=2)
     return write_manifest(build_manifest(root, workers=2), root.parent / "manifest.parquet")
+
+
+def split_size(manifest: Path, fold: int, role: str) -> int:
+    """Clips of ``role`` (train, val, trainval, test) in ``fold`` of ``manifest``: what a run on it must count."""
+    from ifdd.data.manifest import fold_split, load_manifest
+
+    return len(fold_split(load_manifest(manifest), fold, role))
 
 
 def _write_run_yaml(path: Path, manifest: Path, **sections) -> Path:
@@ -213,3 +223,20 @@ def postgres():
         subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
                        capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def no_pickle_loading():
+    """MLflow's model loaders with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false (MLflow 3.17's default is true):
+    a model that needs unpickling is refused, so a registered model that loads here is a pickle-free pt2."""
+    import os
+
+    before = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", None)
+        else:
+            os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = before

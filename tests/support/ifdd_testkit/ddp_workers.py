@@ -1,13 +1,19 @@
-"""Spawned rank for tests/test_ddp.py (a plain module so that multiprocessing's spawn can import it)."""
+"""Rank functions that tests start with ``torch.multiprocessing.spawn``: spawn re-imports a rank function by module
+name in each child, so they live in this importable module, not in a test file (tests/test_ddp.py,
+tests/test_engine.py)."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ifdd.config import LossConfig, OptimConfig, model_preset
-from ifdd.engine import LRSchedule, build_optimizer, train_one_epoch
+from ifdd.engine import LRSchedule, build_optimizer, evaluate, torch_distributed_gather, train_one_epoch
 from ifdd.loss import IFDDLoss
 from ifdd.model import build_model
 
@@ -42,3 +48,25 @@ def run_rank(rank, world, init_file, out):
     dist.destroy_process_group()
 
 
+class LogitsInVideo(nn.Module):
+    """Eval stand-in: a clip's logits are stored in its first voxels, so predictions are chosen by the test."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, video: torch.Tensor) -> dict:
+        return {"logits": video[:, 0, 0, 0, :self.num_classes]}
+
+
+def evaluate_rank(rank: int, world: int, init_file: str, out_dir: str, shards: list[list[dict]],
+                  num_classes: int) -> None:
+    """``evaluate`` of rank ``rank``'s batches with the gather across ranks; the metrics to ``rank<k>.json``."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        m = evaluate(LogitsInVideo(num_classes), shards[rank], device="cpu", num_classes=num_classes,
+                     gather=torch_distributed_gather)
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(m, f)
+    finally:
+        dist.destroy_process_group()
