@@ -27,3 +27,13 @@ def pytest_runtest_makereport(item, call):
         if SYSTEM_SKIP in reason:
             report.outcome = "failed"
             report.longrepr = f"IFDD_REQUIRE_SYSTEM_DEPS=1 but skipped: {reason}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the session's Ray token folder (made by tests/orchestrator/conftest.py's ``session_token``)."""
+    import shutil
+    from pathlib import Path
+
+    token = os.environ.get("IFDD_TEST_RAY_TOKEN_PATH")
+    if token:
+        shutil.rmtree(Path(token).parent, ignore_errors=True)
