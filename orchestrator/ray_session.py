@@ -116,6 +116,8 @@ def start_local(num_cpus: int | None = None, attempts: int = 3) -> str:
         _local["cluster_mode"] = ray_constants.ENABLE_RAY_CLUSTER
         atexit.register(shutdown_ray)  # before Ray's own: the token file outlives every Ray process
     ray_constants.ENABLE_RAY_CLUSTER = False  # read when ray was imported; the children read the variable
+    if _local.get("dir"):  # an earlier local Ray of this process, stopped with a bare ray.shutdown()
+        shutil.rmtree(_local["dir"], ignore_errors=True)
     for _ in range(attempts):
         token = _new_token_file()
         port = _free_port()

@@ -107,8 +107,13 @@ def test_the_default_local_ray_refuses_jobs_and_clients_without_its_token(tmp_pa
         reach = dict(kv.split("=", 1) for kv in recipe.group(1).split())
         assert recipe.group(2) == gcs and reach == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
                                                     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, recipe.group(0)
-        status = subprocess.run(["ray", "status", "--address", gcs], env=bare_env(home, **reach), capture_output=True,
-                                text=True, timeout=120)
+        deadline = time.time() + 60
+        while True:  # right after the start the autoscaler may not have reported yet ("No cluster status")
+            status = subprocess.run(["ray", "status", "--address", gcs], env=bare_env(home, **reach),
+                                    capture_output=True, text=True, timeout=120)
+            if "/1.0 CPU" in status.stdout or time.time() > deadline:
+                break
+            time.sleep(2)
         assert status.returncode == 0 and "/1.0 CPU" in status.stdout, status.stdout + status.stderr
         # a fresh token per command, private to this user, never Ray's world-readable ~/.ray/auth_token
         assert token_path.stat().st_mode & 0o777 == 0o600 and token_path.parent.stat().st_mode & 0o777 == 0o700
@@ -179,7 +184,7 @@ def test_a_local_search_listens_on_loopback_only_and_every_port_checks_the_token
     rows: dict[tuple[str, int], dict] = {}
     token = None
     while proc.p.poll() is None:
-        found = re.search(r"RAY_AUTH_TOKEN_PATH=(\S+);", proc.out)
+        found = re.search(r"RAY_AUTH_TOKEN_PATH=(\S+) ", proc.out)
         if token is None and found:
             token = Path(found.group(1)).read_text().strip()
         if token:

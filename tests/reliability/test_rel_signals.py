@@ -224,7 +224,7 @@ def _sigterm_search(space: Path, cwd: Path, env: dict[str, str], during_tune: bo
     resume = [ln for ln in run.out.splitlines() if ln.startswith("preempted: ")]
     assert len(resume) == 1 and resume[0].endswith(f"continue with: ifdd {shlex.join(argv)} --resume"), resume
     assert "Traceback" not in run.out, run.out[-3000:]
-    token = re.search(r"RAY_AUTH_TOKEN_PATH=(\S+);", run.out)
+    token = re.search(r"RAY_AUTH_TOKEN_PATH=(\S+) ", run.out)
     assert token and not Path(token.group(1)).exists()  # the local Ray's token went with it
     return rc, took, len(run.seen), gone
 
