@@ -49,6 +49,9 @@ METRICS_PORTS = ("DASHBOARD_METRIC_PORT", "AUTOSCALER_METRIC_PORT")
 LOCAL_VARS = (*AUTH_VARS, "RAY_API_SERVER_ADDRESS", SINGLE_MACHINE, *METRICS_PORTS)
 """What a local Ray sets in this process's environment (restored by ``shutdown_ray``)."""
 DEFAULT_TOKEN = Path("~/.ray/auth_token")
+K8S_TOKENS = (Path("/var/run/secrets/ray.io/serviceaccount/token"),
+              Path("/var/run/secrets/kubernetes.io/serviceaccount/token"))
+"""Where Ray looks for a Kubernetes service-account token when RAY_ENABLE_K8S_TOKEN_AUTH is on (KubeRay RBAC)."""
 GCS_PROBE_TIMEOUT_S = 10
 
 _local: dict = {}
@@ -191,21 +194,24 @@ def find_token() -> tuple[str | None, str]:
         if not token:
             raise ValueError(f"RAY_AUTH_TOKEN_PATH: {path}: the file is empty; expected the cluster's Ray token")
         return token, f"RAY_AUTH_TOKEN_PATH={path}"
-    default = DEFAULT_TOKEN.expanduser()
-    try:
-        token = default.read_text().strip()
-    except OSError:
-        token = ""
-    if token:
-        return token, str(default)
-    return None, f"RAY_AUTH_TOKEN (unset), RAY_AUTH_TOKEN_PATH (unset), {default} (absent or empty)"
+    k8s = K8S_TOKENS if os.environ.get("RAY_ENABLE_K8S_TOKEN_AUTH", "").lower() in ("1", "true") else ()
+    for candidate in (*k8s, DEFAULT_TOKEN.expanduser()):
+        try:
+            token = candidate.read_text().strip()
+        except OSError:
+            continue
+        if token:
+            return token, str(candidate)
+    places = ", ".join(f"{c} (absent or empty)" for c in (*k8s, DEFAULT_TOKEN.expanduser()))
+    return None, f"RAY_AUTH_TOKEN (unset), RAY_AUTH_TOKEN_PATH (unset), {places}"
 
 
 def use_token() -> tuple[str | None, str]:
     """Send the token this process finds (``find_token``) on every Ray connection from here; returns it and where
     it came from. Ray sends a token only under ``RAY_AUTH_MODE=token``, and ``ray.init`` with an explicit address
-    never turns that on by itself, so it is set here; with no token found nothing is sent (Ray would abort on token
-    mode without one). An explicit ``RAY_AUTH_MODE=disabled`` is respected."""
+    never turns that on by itself, so it is set here; with no token found nothing is sent (token mode without a
+    token is a failed ``RAY_CHECK`` in Ray's token loader: the process aborts). An explicit
+    ``RAY_AUTH_MODE=disabled`` is respected."""
     token, where = find_token()
     if token is None:
         os.environ["RAY_AUTH_MODE"] = "disabled"
