@@ -160,22 +160,7 @@ def test_ui_listens_on_loopback_only(ui_server):
     assert listening(port) == ["127.0.0.1"]
 
 
-@pytest.mark.slow
-@pytest.mark.ray
-def test_local_ray_dashboard_listens_on_loopback_only():
-    code = ("import ray\nfrom orchestrator.ray_session import init_ray\ninit_ray(None, num_cpus=1)\n"
-            "print('DASH', ray._private.worker.get_dashboard_url(), flush=True)\n"
-            "import subprocess, sys\nport = ray._private.worker.get_dashboard_url().rsplit(':', 1)[1]\n"
-            "print('SS', subprocess.run(['ss', '-ltnH', f'sport = :{port}'], capture_output=True, text=True).stdout)\n"
-            "ray.shutdown()\n")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180).stdout
-    dash = next(line.split()[1] for line in out.splitlines() if line.startswith("DASH"))
-    assert dash.startswith("127.0.0.1:"), dash
-    ss = out.split("SS", 1)[1].split()
-    addrs = {w.rsplit(":", 1)[0] for w in ss if w.endswith(":" + dash.rsplit(":", 1)[1])}
-    assert addrs == {"127.0.0.1"}, out
+# The local Ray's listeners (every one on loopback, each checking the token): test_rel_ray_auth.py
 
 
 # Credentials are never logged --------------------------------------------------------------------------------------
