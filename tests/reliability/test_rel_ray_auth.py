@@ -78,9 +78,10 @@ def _http(url: str, token: str | None = None, data: bytes | None = None) -> int:
         return e.code
 
 
-def _client(gcs: str, env: dict[str, str]) -> str:
+def _client(gcs: str, env: dict[str, str]) -> tuple[str, str]:
+    """(the client's verdict line, its stderr: Ray logs the GCS's refusal there)."""
     out = subprocess.run([sys.executable, "-c", CLIENT, gcs], env=env, capture_output=True, text=True, timeout=180)
-    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else f"no output: {out.stderr[-1500:]}"
+    return (out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "no output"), out.stderr
 
 
 def _one_error(run: subprocess.CompletedProcess) -> str:
@@ -144,12 +145,12 @@ def test_the_default_local_ray_refuses_jobs_and_clients_without_its_token(tmp_pa
         # a client connection (ray.init to the GCS): refused without the token, served with it
         loop = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         t0 = time.time()
-        refused = _client(gcs, bare_env(home, **loop))
+        refused, log = _client(gcs, bare_env(home, **loop))
         print(f"\nclient without the token: {refused} ({time.time() - t0:.1f} s)")
-        assert refused.startswith("REFUSED") and "Unauthenticated" in refused, refused
-        wrong = _client(gcs, bare_env(home, **loop, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token"))
-        assert wrong.startswith("REFUSED"), wrong
-        assert _client(gcs, bare_env(home, **reach)) == "WORKED 42"
+        assert refused.startswith("REFUSED") and "Unauthenticated" in log, refused + log[-2000:]
+        wrong, log = _client(gcs, bare_env(home, **loop, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token"))
+        assert wrong.startswith("REFUSED") and "InvalidAuthToken" in log, wrong + log[-2000:]
+        assert _client(gcs, bare_env(home, **reach))[0] == "WORKED 42"
 
         # `ifdd search --address` without the token / with a wrong one: one error line naming where it looked,
         # before anything is written
