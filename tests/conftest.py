@@ -34,3 +34,13 @@ def torch_state_is_left_as_found():
     with torch.random.fork_rng(devices=[]):
         yield
     torch.set_num_threads(threads)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the session's Ray token folder (made by ifdd_testkit.fixtures.session_token)."""
+    import shutil
+    from pathlib import Path
+
+    token = os.environ.get("IFDD_TEST_RAY_TOKEN_PATH")
+    if token:
+        shutil.rmtree(Path(token).parent, ignore_errors=True)

@@ -5,7 +5,10 @@
 starts an sshd on a free 127.0.0.1 port (throwaway host and user keys, its own config, a temp HOME and TMPDIR
 through ``SetEnv``), writes a head-only local-provider cluster YAML, runs ``ray up -y``, submits the search with
 ``ifdd launch --wait`` through the head's dashboard, then ``ray down -y`` and checks that no raylet of this cluster
-is left and that Ray's SSH control sockets are gone. Everything lives in one temp dir (``--keep`` keeps it).
+is left and that Ray's SSH control sockets are gone. The cluster runs with Ray's token authentication: a token
+generated here (0600) goes to the head's ``~/.ray/auth_token`` through ``file_mounts`` (as a real cluster file ships
+it, never written in the YAML), and this side's clients (`ray status`, ``ifdd launch``) read the same file through
+``RAY_AUTH_TOKEN_PATH``. Everything lives in one temp dir (``--keep`` keeps it).
 The recipe and its pitfalls: docs/stack.md P20. ``ray down`` is a machine-wide ``ray stop``: run this alone (the
 test holds /tmp/ifdd-ray.lock).
 """
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -33,8 +37,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-NO_TELEMETRY = {"RAY_USAGE_STATS_ENABLED": "0", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-                "RAY_AUTH_MODE": "disabled"}
+BASE_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+            "RAY_AUTH_MODE": "token"}
+"""Both sides: no telemetry, Ray's token authentication on."""
 
 
 def free_port() -> int:
@@ -53,6 +58,7 @@ class Loopback:
         self.user = getpass.getuser()
         self.ssh_port, self.gcs_port, self.dash_port = free_port(), free_port(), free_port()
         self.key = root / "id_ed25519"
+        self.token = root / "auth_token"
         self.sshd: subprocess.Popen | None = None
         self.config = root / "cluster.yaml"
 
@@ -71,11 +77,21 @@ class Loopback:
         return Path(f"/tmp/ray_ssh_{user}") / hashlib.sha256(self.name.encode()).hexdigest()[:10]
 
     def env(self) -> dict[str, str]:
-        """For `ray up/down` and `ifdd launch` here: this venv first, own TMPDIR and HOME, no telemetry/auth."""
+        """For `ray up/down` and `ifdd launch` here: this venv first, own TMPDIR and HOME, no telemetry, the
+        cluster's token through RAY_AUTH_TOKEN_PATH."""
         env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}", TMPDIR=str(self.tmp),
-                   HOME=str(self.root / "client-home"), PYTHONUNBUFFERED="1", **NO_TELEMETRY)
-        env.pop("RAY_ADDRESS", None)
+                   HOME=str(self.root / "client-home"), PYTHONUNBUFFERED="1", RAY_AUTH_TOKEN_PATH=str(self.token),
+                   **BASE_ENV)
+        for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN"):
+            env.pop(var, None)
         return env
+
+    def write_token(self) -> Path:
+        """The cluster's token, generated once (mode 0600); ``file_mounts`` copies it to the head."""
+        fd = os.open(self.token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        return self.token
 
     def start_sshd(self) -> None:
         for d in (self.home, self.tmp, self.root / "client-home"):
@@ -86,7 +102,7 @@ class Loopback:
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
         (self.root / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
         cfg = self.root / "sshd_config"
-        setenv = " ".join(f"{k}={v}" for k, v in {"HOME": self.home, "TMPDIR": self.tmp, **NO_TELEMETRY}.items())
+        setenv = " ".join(f"{k}={v}" for k, v in {"HOME": self.home, "TMPDIR": self.tmp, **BASE_ENV}.items())
         cfg.write_text("\n".join([
             f"Port {self.ssh_port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
             f"PidFile {self.root / 'sshd.pid'}", f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
@@ -114,13 +130,15 @@ class Loopback:
                  f"{self.user}@127.0.0.1")
         # every remote command runs as `bash --login -c -i 'source ~/.bashrc; …'`: the venv (and this checkout,
         # so its code wins over an editable install elsewhere) must be on that shell's PATH, `ray down` included
-        profile = f"export PATH={VENV_BIN}:$PATH PYTHONPATH={REPO} RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0"
+        profile = f"export PATH={VENV_BIN}:$PATH PYTHONPATH={REPO} RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0"
         doc = {
             "cluster_name": self.name,
             "provider": {"type": "local", "head_ip": "127.0.0.1", "worker_ips": []},
             "auth": {"ssh_user": self.user, "ssh_private_key": str(self.key), "ssh_proxy_command": proxy},
             "min_workers": 0, "max_workers": 0, "upscaling_speed": 1.0, "idle_timeout_minutes": 5,
-            "file_mounts": {}, "cluster_synced_files": [], "initialization_commands": [],
+            # the head finds it at Ray's default path (its HOME is our temp home)
+            "file_mounts": {"~/.ray/auth_token": str(self.token)}, "cluster_synced_files": [],
+            "initialization_commands": [],
             "setup_commands": [f"echo '{profile}' >> ~/.bashrc"],
             "head_setup_commands": [], "worker_setup_commands": [],
             "head_start_ray_commands": [
@@ -161,19 +179,31 @@ class Loopback:
         return found
 
 
-def wait_dashboard(url: str, timeout: float = 60) -> None:
+def http_status(url: str, token: Path | None = None) -> int:
+    """The HTTP status of a GET (with the bearer token from ``token`` when given)."""
+    import urllib.error
     import urllib.request
 
-    deadline = time.time() + timeout
-    while True:
+    headers = {"Authorization": f"Bearer {token.read_text().strip()}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def wait_dashboard(url: str, token: Path, timeout: float = 60) -> None:
+    """Wait until the dashboard answers a request carrying the cluster's token."""
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            if time.time() > deadline:
-                raise
+            last = http_status(f"{url}/api/version", token)
+            if last == 200:
+                return
+        except OSError as e:
+            last = e
         time.sleep(1)
+    raise RuntimeError(f"the dashboard at {url} did not accept the cluster's token within {timeout:.0f} s ({last})")
 
 
 STEADY_NODE = re.compile(r"^\s*1 (?:node_\w+|local\.cluster\.node)\s*$", re.M)
@@ -206,6 +236,7 @@ def cycle(lb: Loopback, launch_args: list[str], cwd: Path) -> dict:
     out: dict = {"timings": {}}
     t = time.time()
     lb.start_sshd()
+    lb.write_token()
     lb.write_config()
     up = lb.ray("up", "-y", "--no-config-cache", str(lb.config), timeout=300)
     out["timings"]["up"] = round(time.time() - t, 1)
@@ -213,7 +244,8 @@ def cycle(lb: Loopback, launch_args: list[str], cwd: Path) -> dict:
     if up.returncode != 0:
         raise RuntimeError(f"ray up failed ({up.returncode}):\n{out['up']}")
     try:
-        wait_dashboard(lb.dashboard)
+        wait_dashboard(lb.dashboard, lb.token)
+        out["unauthenticated"] = {path: http_status(f"{lb.dashboard}{path}") for path in ("/api/version", "/api/jobs/")}
         out["status"] = wait_steady_status(lb)
         t = time.time()
         launch = subprocess.run([str(VENV_BIN / "ifdd"), "launch", "--address", lb.dashboard, "--wait",

@@ -2,7 +2,12 @@
 
 Each job runs ``ifdd search --space … --folds k --share N --resume`` as its own driver on the cluster, so a fold's
 study survives the laptop that submitted it, and a job resubmitted after a failure continues its fold. The job ids
-are recorded in ``<runs>/launch/<space>.json`` for ``ifdd launch --status``.
+are recorded in ``<runs>/launch/<space>.json`` for ``ifdd launch --status``, each as soon as it is submitted.
+
+A cluster with token authentication (docs/reliability.md, "Ray's ports and token") gets its token as a bearer header
+on every Jobs API request, from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ``~/.ray/auth_token``; it is checked against
+the dashboard before anything is submitted, and it is never written into a job's entrypoint or runtime environment
+(a job's driver gets the cluster's own token from the node it runs on).
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ import argparse
 import json
 import os
 import shlex
+import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from orchestrator.commands.options import add_runs_arg, outputs, parse_folds
@@ -49,11 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ray.job_submission import JobSubmissionClient
-
     out = outputs(args)
     if args.status:
-        return show_status(JobSubmissionClient(args.address), args.space, out.launch_dir)
+        return show_status(jobs_client(args.address), args.space, out.launch_dir)
     if not args.space:
         raise ValueError("--space: required unless --status")
     from orchestrator.search.space import load_space
@@ -68,17 +74,14 @@ def run(args: argparse.Namespace) -> int:
     check_distinct(args.tracking_uri, args.optuna_storage)
     storage = out.storage
     job_runs = None if "://" in storage else str(Path(storage).parent)
-    try:
-        client = JobSubmissionClient(args.address)
-    except Exception as e:  # noqa: BLE001 - the SDK raises ConnectionError, RuntimeError, …
-        raise ValueError(f"--address: cannot reach a Ray dashboard at {args.address} "
-                         f"({' '.join(str(e).split())[:200]})") from None
+    client = jobs_client(args.address)
     tracking_uri, credentials = job_tracking(args.tracking_uri)
-    runtime_env: dict = {"env_vars": {**NO_TELEMETRY, "RAY_AUTH_MODE": "disabled", **credentials}}
+    runtime_env: dict = {"env_vars": {**NO_TELEMETRY, **credentials}}  # never the Ray token: the dashboard lists it
     if args.working_dir != "none":
         runtime_env |= {"working_dir": args.working_dir, "excludes": EXCLUDES}
     folds = list(space.protocol.folds)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out.launch_dir / f"{space.name}.json"
     records = []
     for fold in folds:
         entry = (f"ifdd search --space {shlex.quote(args.space)} --folds {fold} --storage {shlex.quote(storage)} "
@@ -90,16 +93,86 @@ def run(args: argparse.Namespace) -> int:
                                    metadata={"ifdd_space": space.name, "fold": str(fold)})
         records.append({"fold": fold, "job_id": job_id, "address": args.address, "entrypoint": entry,
                         "submitted": stamp})
-        print(f"fold {fold}: submitted {job_id}")
-    out.launch_dir.mkdir(parents=True, exist_ok=True)
-    path = out.launch_dir / f"{space.name}.json"
-    prior = json.loads(path.read_text()) if path.is_file() else []
-    path.write_text(json.dumps(prior + records, indent=2))
+        record(path, records[-1])  # at once: a launch stopped half-way still lists what it submitted
+        print(f"fold {fold}: submitted {job_id}", flush=True)
     print(f"\nrecorded in {path}. Follow a job with:\n  ray job logs -f {records[0]['job_id']} --address "
           f"{args.address}\nlist them with:\n  ifdd launch --status --address {args.address}")
     if args.wait:
         return wait_for(client, [r["job_id"] for r in records])
     return 0
+
+
+def record(path: Path, entry: dict) -> None:
+    """Append one submitted job to ``path`` (a JSON list), atomically (a reader never sees half a file)."""
+    prior = json.loads(path.read_text()) if path.is_file() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(prior + [entry], indent=2))
+    tmp.replace(path)
+
+
+def jobs_client(address: str):
+    """A Jobs API client for the dashboard at ``address``, carrying the cluster's token when it has token auth.
+
+    ``--address`` decides: RAY_ADDRESS / RAY_API_SERVER_ADDRESS in this shell would silently take its place in the
+    SDK, so they are dropped from this process."""
+    from ray.job_submission import JobSubmissionClient
+
+    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        os.environ.pop(var, None)
+    headers = dashboard_auth(address)
+    try:
+        return JobSubmissionClient(address, headers=headers)
+    except Exception as e:  # noqa: BLE001 - the SDK raises ConnectionError, RuntimeError, …
+        raise ValueError(f"--address: cannot reach a Ray dashboard at {address} "
+                         f"({' '.join(str(e).split())[:200]})") from None
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def dashboard_auth(address: str) -> dict[str, str]:
+    """The headers the dashboard at ``address`` needs: a bearer token when it runs with token authentication (the
+    token found as Ray finds it, checked here), none (with a warning) when it runs without.
+
+    Raises:
+        ValueError: the dashboard is unreachable, or requires a token that is missing or refused.
+    """
+    from orchestrator.ray_session import find_token
+
+    base = address.rstrip("/")
+    try:
+        status, body = _get(f"{base}/api/authentication_mode")  # public: answers before any token is sent
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise ValueError(f"--address: cannot reach a Ray dashboard at {address} ({' '.join(str(reason).split())[:200]})"
+                         ) from None
+    try:
+        mode = json.loads(body)["authentication_mode"] if status == 200 else None
+    except (ValueError, KeyError, TypeError):
+        mode = None
+    if mode is None:
+        raise ValueError(f"--address: no Ray {'2.52+ ' if status == 404 else ''}dashboard answers at {address} "
+                         f"(GET /api/authentication_mode: HTTP {status})")
+    if mode != "token":
+        print(f"warning: the Ray cluster at {address} runs without token authentication: anyone who reaches its "
+              "dashboard or GCS port can run code on it (start every node with RAY_AUTH_MODE=token)", file=sys.stderr)
+        return {}
+    token, where = find_token()
+    if token is None:
+        raise ValueError(f"--address {address}: the cluster requires its Ray token and none was found (looked in "
+                         f"{where}); copy it from the head (`ray get-auth-token`) and set RAY_AUTH_TOKEN_PATH")
+    headers = {"Authorization": f"Bearer {token}"}
+    status, _ = _get(f"{base}/api/version", headers)
+    if status in (401, 403):
+        raise ValueError(f"--address {address}: the cluster refused the Ray token from {where} (HTTP {status})")
+    return headers
 
 
 def job_tracking(uri: str | None) -> tuple[str | None, dict[str, str]]:

@@ -1,4 +1,6 @@
-"""`ifdd ui`: the MLflow UI on the project's tracking store (loopback by default), stopped cleanly by Ctrl-C.
+"""`ifdd ui`: the MLflow UI on the project's tracking store (loopback by default), stopped cleanly by Ctrl-C or
+SIGTERM (also when started with SIGINT ignored, e.g. ``nohup ifdd ui &``: orchestrator/preempt.py), the server's
+whole process group with it.
 
 The store is ``runs/mlflow.db``, or the PostgreSQL database a search logged to (``--tracking-uri
 postgresql+psycopg2://…``; the server process gets the password from PGPASSWORD or ~/.pgpass, never on its command
@@ -7,6 +9,7 @@ line). Artifacts are served from ``runs/mlartifacts`` either way."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -85,13 +88,27 @@ def run(args: argparse.Namespace) -> int:
               f"runs of the experiments: {url}/#/experiments/<id>/runs?workflowType=machine_learning", flush=True)
         proc.wait()
         return proc.returncode or 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (orchestrator/preempt.py)
         return 0
     finally:
+        stop_server(proc)
+        print("MLflow UI stopped", flush=True)
+
+
+def stop_server(proc: subprocess.Popen, timeout_s: float = 15) -> None:
+    """SIGTERM the server's process group, SIGKILL it after ``timeout_s``. A second Ctrl-C/SIGTERM meanwhile is
+    ignored (the stop is already under way and bounded), so it cannot cut the cleanup short and leave the server."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        print("MLflow UI stopped", flush=True)
+                proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the server's own workers, should any outlive it
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)

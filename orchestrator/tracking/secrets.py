@@ -4,7 +4,7 @@ A database URL keeps its role name and loses only its password (``postgresql+psy
 needed to reconnect and is no secret); any other scheme's userinfo is masked whole, since a bare one is a token
 (``https://TOKEN@``) or a key id (``s3://KEY:SECRET@``). ``password=``-style query values and the values of
 credential environment variables (PGPASSWORD, MLFLOW_TRACKING_PASSWORD, AWS_SECRET_ACCESS_KEY, RAY_AUTH_TOKEN, …)
-are masked too.
+are masked too, and so is the Ray token in the file RAY_AUTH_TOKEN_PATH names (a local Ray's token lives there).
 """
 
 from __future__ import annotations
@@ -29,11 +29,23 @@ def _mask_userinfo(m: re.Match) -> str:
     return f"{scheme}://***@"
 
 
+def _token_file_value() -> str:
+    """The Ray token held in the file RAY_AUTH_TOKEN_PATH names ('' when unset or unreadable)."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(4096).strip()
+    except OSError:
+        return ""
+
+
 def _secret_env_values() -> list[str]:
-    """Values of environment variables that hold credentials, longest first; values under 6 characters are left
-    alone (masking "1" everywhere would garble text)."""
-    vals = {v for k, v in os.environ.items() if any(h in k.lower() for h in SECRET_HINTS) and len(v) >= 6}
-    return sorted(vals, key=len, reverse=True)
+    """Values of environment variables that hold credentials (and the Ray token file's content), longest first;
+    values under 6 characters are left alone (masking "1" everywhere would garble text)."""
+    vals = {v for k, v in os.environ.items() if any(h in k.lower() for h in SECRET_HINTS)} | {_token_file_value()}
+    return sorted((v for v in vals if len(v) >= 6), key=len, reverse=True)
 
 
 def mask_secrets(text: str) -> str:

@@ -1,4 +1,5 @@
-"""A real `ray up` over SSH to 127.0.0.1 (our own sshd), the search submitted with `ifdd launch`, then `ray down`.
+"""A real `ray up` over SSH to 127.0.0.1 (our own sshd) with Ray's token authentication on, the search submitted with
+`ifdd launch` (carrying the cluster's token), then `ray down`.
 
 Marked ``cluster``: `ray down` is a machine-wide `ray stop`, so this runs alone (`make test-cluster`, its own pytest
 process, after the slow suite) and holds /tmp/ifdd-ray.lock for the whole run.
@@ -88,6 +89,8 @@ def test_ray_up_on_loopback_runs_the_search_and_ray_down_leaves_nothing(small_ma
 
         # the head came up through ssh and was the whole cluster
         assert "Writing cluster state: ['127.0.0.1']" in out["up"], out["up"]
+        # token authentication is on: the dashboard refuses a request without the token (the launch below sent it)
+        assert out["unauthenticated"] == {"/api/version": 401, "/api/jobs/": 401}, out["unauthenticated"]
         # `ray status`, polled until the autoscaler settled: one node with 2 CPUs, none pending
         assert lo.steady(out["status"]), out["status"]
         # both fold jobs succeeded and wrote their results
@@ -101,6 +104,11 @@ def test_ray_up_on_loopback_runs_the_search_and_ray_down_leaves_nothing(small_ma
             assert study["tests"][str(fold)]["clips"] == split_size(small_manifest, fold, "test")
         summary = json.loads((results / "summary.json").read_text())
         assert summary["selection"] == "val" and summary["folds"]
+        # the token was never written into a job's entrypoint, the launch records, the results or the output
+        token = lb.token.read_bytes().strip()
+        shared = [p for p in (root / "shared").rglob("*") if p.is_file()]
+        assert shared and not [p for p in shared if token in p.read_bytes()]
+        assert token.decode() not in out["launch"]
         # MLflow (the sqlite store next to --storage): a parent run per fold, a child run per trial, both winners
         client = mlflow.MlflowClient(f"sqlite:///{root / 'shared' / 'mlflow.db'}")
         exp = client.get_experiment_by_name("lo")

@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("ifdd", "orchestrator", "bench", "tests")
 SECRET = "hunter2-Zq8!secret"
 ENV_SECRETS = {"MLFLOW_TRACKING_PASSWORD": "mlflow-pw-4711x", "AWS_SECRET_ACCESS_KEY": "aws-sk-0815abcd",
-               "PGPASSWORD": "pg-pw-2342zz"}
+               "PGPASSWORD": "pg-pw-2342zz", "RAY_AUTH_TOKEN": "ray-tok-5c1f9e0b7d"}
+RAY_FILE_TOKEN = "ray-file-tok-8a7b6c5d"
+"""The Ray token held in the file RAY_AUTH_TOKEN_PATH names (a local Ray's token lives in such a file)."""
 
 
 # Unsafe deserialisation: an AST scan of the source tree -----------------------------------------------------------
@@ -315,22 +317,7 @@ def test_ui_listens_on_loopback_only(ui_server):
     assert listening(port) == ["127.0.0.1"]
 
 
-@pytest.mark.slow
-@pytest.mark.ray
-def test_local_ray_dashboard_listens_on_loopback_only():
-    code = ("import ray\nfrom orchestrator.ray_session import init_ray\ninit_ray(None, num_cpus=1)\n"
-            "print('DASH', ray._private.worker.get_dashboard_url(), flush=True)\n"
-            "import subprocess, sys\nport = ray._private.worker.get_dashboard_url().rsplit(':', 1)[1]\n"
-            "print('SS', subprocess.run(['ss', '-ltnH', f'sport = :{port}'], capture_output=True, text=True).stdout)\n"
-            "ray.shutdown()\n")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180).stdout
-    dash = next(line.split()[1] for line in out.splitlines() if line.startswith("DASH"))
-    assert dash.startswith("127.0.0.1:"), dash
-    ss = out.split("SS", 1)[1].split()
-    addrs = {w.rsplit(":", 1)[0] for w in ss if w.endswith(":" + dash.rsplit(":", 1)[1])}
-    assert addrs == {"127.0.0.1"}, out
+# The local Ray's listeners (every one on loopback, each checking the token): test_rel_ray_auth.py
 
 
 # Credentials are never logged --------------------------------------------------------------------------------------
@@ -340,8 +327,17 @@ def all_text(folder: Path) -> bytes:
 
 def assert_no_secret(blob: bytes | str, where: str) -> None:
     data = blob.encode() if isinstance(blob, str) else blob
-    for s in (SECRET, *ENV_SECRETS.values()):
+    for s in (SECRET, *ENV_SECRETS.values(), RAY_FILE_TOKEN):
         assert s.encode() not in data, f"{s} leaked into {where}"
+
+
+def set_secret_env(monkeypatch, tmp_path: Path) -> None:
+    """The credential variables of ENV_SECRETS, and RAY_AUTH_TOKEN_PATH naming a file that holds RAY_FILE_TOKEN."""
+    for k, v in ENV_SECRETS.items():
+        monkeypatch.setenv(k, v)
+    token_file = tmp_path / "ray_token"
+    token_file.write_text(RAY_FILE_TOKEN + "\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token_file))
 
 
 def log_a_run(uri: str, artifact_root: Path | None) -> str:
@@ -359,9 +355,12 @@ def log_a_run(uri: str, artifact_root: Path | None) -> str:
                                        "ifdd.storage": f"s3://key:{SECRET}@bucket/ray"})
     tracker.log_params(run, {**flatten(to_dict(cfg)), "optuna.storage": f"postgresql://ifdd:{SECRET}@db:5432/optuna",
                              "db_password": SECRET, "aws_region": ENV_SECRETS["AWS_SECRET_ACCESS_KEY"],
-                             "notes": f"store password {os.environ.get('MLFLOW_TRACKING_PASSWORD')}"})
-    tracker.set_tags(run, {"ifdd.tracking_uri": uri, "ifdd.note": f"pg {ENV_SECRETS['PGPASSWORD']}"})
-    tracker.log_json(run, "registry.json", {"tracking_uri": uri, "pw": ENV_SECRETS["PGPASSWORD"]})
+                             "notes": f"store password {os.environ.get('MLFLOW_TRACKING_PASSWORD')}",
+                             "ray_note": f"joined with {ENV_SECRETS['RAY_AUTH_TOKEN']} / {RAY_FILE_TOKEN}"})
+    tracker.set_tags(run, {"ifdd.tracking_uri": uri, "ifdd.note": f"pg {ENV_SECRETS['PGPASSWORD']}",
+                           "ifdd.ray": f"Bearer {ENV_SECRETS['RAY_AUTH_TOKEN']} {RAY_FILE_TOKEN}"})
+    tracker.log_json(run, "registry.json", {"tracking_uri": uri, "pw": ENV_SECRETS["PGPASSWORD"],
+                                            "ray": [ENV_SECRETS["RAY_AUTH_TOKEN"], RAY_FILE_TOKEN]})
     tracker.log_metrics(run, {"val_uar": 0.5}, 1)
     tracker.end(run)
     return run
@@ -381,8 +380,7 @@ def test_credentials_are_masked_in_a_sqlite_store(tmp_path, monkeypatch):
     from orchestrator.outputs import Outputs
 
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    for k, v in ENV_SECRETS.items():
-        monkeypatch.setenv(k, v)
+    set_secret_env(monkeypatch, tmp_path)
     runs = tmp_path / "runs"
     uri = Outputs.resolve(str(runs)).default_tracking_uri
     run_id = log_a_run(uri, runs / "mlartifacts")
@@ -397,8 +395,7 @@ def test_credentials_are_masked_in_a_sqlite_store(tmp_path, monkeypatch):
 def test_credentials_in_a_tracking_server_url_are_masked(ui_server, tmp_path, monkeypatch, capsys):
     """user:password@ in --tracking-uri works against a real server (basic auth) and is never logged or printed."""
     runs, port = ui_server
-    for k, v in ENV_SECRETS.items():
-        monkeypatch.setenv(k, v)
+    set_secret_env(monkeypatch, tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)  # the URL's password takes its place
     uri = f"http://alice:{SECRET}@127.0.0.1:{port}"
@@ -447,3 +444,42 @@ def test_a_database_url_keeps_its_role_name_and_every_secret_is_masked(raw, show
     from orchestrator.tracking.secrets import mask_secrets
 
     assert mask_secrets(f"uri {raw} end") == f"uri {shown} end"
+
+
+def test_the_ray_token_is_masked_from_the_variable_and_from_its_file(tmp_path, monkeypatch):
+    from orchestrator.tracking.secrets import mask_secrets
+
+    set_secret_env(monkeypatch, tmp_path)
+    text = f"Authorization: Bearer {ENV_SECRETS['RAY_AUTH_TOKEN']}; file token {RAY_FILE_TOKEN}."
+    assert mask_secrets(text) == "Authorization: Bearer ***; file token ***."
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "gone"))  # unreadable: nothing to mask, no error
+    assert mask_secrets(RAY_FILE_TOKEN) == RAY_FILE_TOKEN
+
+
+# Which Ray token a client sends (Ray's own order) ------------------------------------------------------------------
+def test_the_cluster_token_is_found_in_rays_order_and_a_bad_source_is_named(tmp_path, monkeypatch):
+    from orchestrator.ray_session import find_token
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    token, where = find_token()
+    assert token is None
+    assert where == f"RAY_AUTH_TOKEN (unset), RAY_AUTH_TOKEN_PATH (unset), {home}/.ray/auth_token (absent or empty)"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("default-token\n")
+    assert find_token() == ("default-token", f"{home}/.ray/auth_token")
+    path = tmp_path / "tok"
+    path.write_text(" path-token \n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path))
+    assert find_token() == ("path-token", f"RAY_AUTH_TOKEN_PATH={path}")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "env-token")
+    assert find_token() == ("env-token", "RAY_AUTH_TOKEN")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    path.write_text("")
+    with pytest.raises(ValueError, match=f"^RAY_AUTH_TOKEN_PATH: {path}: the file is empty"):
+        find_token()
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="^RAY_AUTH_TOKEN_PATH: .*missing: cannot read the Ray token"):
+        find_token()

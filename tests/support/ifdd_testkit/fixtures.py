@@ -46,14 +46,12 @@ def write_run_yaml():
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray per test module (the CLI joins it), shut down afterwards."""
-    import ray
-
-    from orchestrator.ray_session import init_ray
+    """One local Ray per test module (the CLI joins it), shut down afterwards (its token and environment too)."""
+    from orchestrator.ray_session import init_ray, shutdown_ray
 
     init_ray(None, num_cpus=2)
     yield
-    ray.shutdown()
+    shutdown_ray()
 
 
 def free_port() -> int:
@@ -64,22 +62,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TOKEN_ENV = "IFDD_TEST_RAY_TOKEN_PATH"
+
+
+def session_token() -> Path:
+    """The Ray token of this test session's clusters: one file (0600, in a private temp folder) made on first use
+    and named in this process's environment, so every copy of this conftest (the fault tests load it by path)
+    agrees on it. Every `ray start` head and every client of ``cli_env`` uses it."""
+    import os
+    import secrets
+    import tempfile
+
+    if not os.environ.get(TOKEN_ENV):
+        path = Path(tempfile.mkdtemp(prefix="ifdd-test-ray-")) / "auth_token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        os.environ[TOKEN_ENV] = str(path)
+    return Path(os.environ[TOKEN_ENV])
+
+
 def cli_env() -> dict[str, str]:
-    """Environment for `ifdd`/`ray` subprocesses: this venv first on PATH, no telemetry, no token auth."""
+    """Environment for `ifdd`/`ray` subprocesses: this venv first on PATH, no telemetry, Ray's token auth on with
+    the session's token (``session_token``); no inherited cluster address or token."""
     import os
     import sys
 
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(var, None)
     env.update({"RAY_USAGE_STATS_ENABLED": "0", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-                "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"})
-    env.pop("RAY_ADDRESS", None)
+                "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(session_token()), "PYTHONUNBUFFERED": "1"})
     return env
+
+
+def auth_header() -> dict[str, str]:
+    return {"Authorization": f"Bearer {session_token().read_text().strip()}"}
 
 
 @pytest.fixture
 def ray_head(tmp_path):
-    """A real Ray head (`ray start --head --block`) on loopback with the dashboard; yields (gcs, dashboard URL).
+    """A real Ray head (`ray start --head --block`) on loopback with the dashboard and token authentication (the
+    session's token); yields (gcs, dashboard URL).
 
     Stopped by signalling its own process group, never `ray stop` (which would kill every Ray on the machine).
     """
@@ -101,7 +126,8 @@ def ray_head(tmp_path):
     deadline = time.time() + 90
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
+            req = urllib.request.Request(f"{url}/api/version", headers=auth_header())
+            with urllib.request.urlopen(req, timeout=2) as r:
                 if r.status == 200:
                     break
         except OSError:
