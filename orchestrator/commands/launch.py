@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = outputs(args)
     if args.status:
-        return show_status(JobSubmissionClient(args.address), args.space, out.launch_dir)
+        return show_status(lambda: JobSubmissionClient(args.address), args.space, out.launch_dir)
     if not args.space:
         raise ValueError("--space: required unless --status")
     from orchestrator.search.space import load_space
@@ -140,7 +141,9 @@ def wait_for(client, job_ids: list[str], poll_s: float = 5.0) -> int:
     return 0 if all(s == JobStatus.SUCCEEDED.value for s in states.values()) else 1
 
 
-def show_status(client, space: str | None, launch_dir: Path) -> int:
+def show_status(connect, space: str | None, launch_dir: Path) -> int:
+    """The jobs recorded under ``launch_dir`` and their state; ``connect()`` makes the Job Submission client, only
+    once there is a record to look up (a runs root without launches needs no cluster)."""
     print(f"reading {launch_dir}")
     files = sorted(launch_dir.glob("*.json")) if launch_dir.is_dir() else []
     records = [r for f in files for r in json.loads(f.read_text())]
@@ -152,10 +155,16 @@ def show_status(client, space: str | None, launch_dir: Path) -> int:
     if not records:
         print(f"no jobs submitted from here ({launch_dir} holds no record)")
         return 0
+    try:
+        client = connect()
+    except Exception as e:  # noqa: BLE001 - the SDK raises ConnectionError, RuntimeError, …
+        client = None
+        print(f"warning: cannot reach the Ray dashboard ({' '.join(str(e).split())[:160]}); states unknown",
+              file=sys.stderr)
     print(f"{'job id':<44} {'fold':>4} {'state':<10} submitted")
     for r in records:
         try:
-            state = client.get_job_status(r["job_id"]).value
+            state = client.get_job_status(r["job_id"]).value if client else "UNREACHABLE"
         except Exception:  # noqa: BLE001 - a job the cluster no longer knows (restarted head)
             state = "UNKNOWN"
         print(f"{r['job_id']:<44} {r['fold']:>4} {state:<10} {r['submitted']}")
