@@ -122,7 +122,8 @@ class Console:
         self._file_handler = logging.StreamHandler(self.log)
         self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self._file_handler.addFilter(_BelowWarning())  # WARNING and up reach the file through the terminal tee
-        self._levels: dict[logging.Handler, int] = {}
+        self._levels: dict[logging.StreamHandler, tuple] = {}
+        """handler -> (level, stream) before this console routed it."""
         self._ray_handlers = None
         self._mlflow_stream = None
         self._continuing: dict[tuple, bool] = {}
@@ -145,8 +146,8 @@ class Console:
         console.term_out.write(f"log: {path} (Ray, worker and library output{'; also shown here' if verbose else ''})"
                                "\n")
         console.term_out.flush()
-        sys.stdout, sys.stderr = console._stdout, console._stderr
         console.route_loggers()
+        sys.stdout, sys.stderr = console._stdout, console._stderr
         _current = console
         return console
 
@@ -174,20 +175,25 @@ class Console:
         With ``--verbose`` nothing changes: every record reaches the terminal, and the file through the tee."""
         if self.verbose:
             return
+        import ray  # noqa: F401 - gives the "ray" logger its handler on import: route it now, before ray.init logs
+
+        mlflow_stream = getattr(sys.modules.get("mlflow.utils.logging_utils"), "MlflowLoggingStream", ())
         for name in LOGGERS:
             logger = logging.getLogger(name)
             for h in logger.handlers:
-                if h is self._file_handler or not isinstance(h, logging.StreamHandler):
+                if h is self._file_handler or not isinstance(h, logging.StreamHandler) or h in self._levels:
                     continue
-                self._levels.setdefault(h, h.level)
+                to_terminal = _fileno(h.stream) in (1, 2)  # the stream it took at import: the bare terminal
+                if not (to_terminal or isinstance(h.stream, mlflow_stream)):  # MLflow's writes to sys.stderr
+                    continue  # someone else's handler (a file, a test harness): not ours to change
+                self._levels[h] = (h.level, h.stream)
+                if to_terminal:  # through the tee: into the log as well, and clear of a live progress line
+                    h.setStream(self._stderr)
                 h.setLevel(max(h.level, logging.WARNING))
             if self._file_handler not in logger.handlers and (logger.handlers or not logger.propagate):
                 logger.addHandler(self._file_handler)
-        try:
-            import mlflow.utils.logging_utils as mlflow_logging
-        except ImportError:
-            return
-        if self._mlflow_stream is None:  # eprint() looks the stream up at each call
+        mlflow_logging = sys.modules.get("mlflow.utils.logging_utils")  # imported by the commands that use MLflow
+        if mlflow_logging is not None and self._mlflow_stream is None:  # eprint() looks it up at each call
             self._mlflow_stream = mlflow_logging.MLFLOW_LOGGING_STREAM
             mlflow_logging.MLFLOW_LOGGING_STREAM = self.log
 
@@ -266,8 +272,10 @@ class Console:
             sys.stdout = self.term_out
         if sys.stderr is self._stderr:
             sys.stderr = self.term_err
-        for h, level in self._levels.items():
+        for h, (level, stream) in self._levels.items():
             h.setLevel(level)
+            if h.stream is self._stderr:
+                h.setStream(stream)
         for name in LOGGERS:
             logging.getLogger(name).removeHandler(self._file_handler)
         if self._mlflow_stream is not None:
@@ -310,7 +318,7 @@ class ProgressLine:
 
     def __init__(self, console: Console, total: int):
         self.console = console
-        self.tty = console.term_err.isatty()
+        self.tty = _columns(console.term_err) > 0  # a pty of width 0 (some CI runners) would show nothing
         self._last_plain, self._last_draw, self._text = time.monotonic(), 0.0, ""
         self.bar = None
         if self.tty:
@@ -350,6 +358,23 @@ class ProgressLine:
         elif text != self._text:
             self.console.say(text, err=True)
         self.console.log.write(f"progress: {text}\n")
+
+
+def _fileno(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _columns(stream) -> int:
+    """The width of the terminal ``stream`` writes to; 0 when it is not a terminal."""
+    import os
+
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def duration(seconds: float) -> str:

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("launch", help="submit one Ray Job per fold to a cluster; --status lists them",
                        description="Submit one `ifdd search` Ray Job per fold to a running cluster through its "
                                    "dashboard (Job Submission SDK), or list submitted jobs with --status.")
-    p.add_argument("--space", help="search-space YAML (a path inside --working-dir)")
+    p.add_argument("--space", help="a shipped search space by name, or a search-space YAML (a path inside "
+                                   "--working-dir)")
     p.add_argument("--folds", default=None, help="folds, one job each (default: the space's protocol.folds)")
     p.add_argument("--address", default="http://127.0.0.1:8265",
                    help="the head's dashboard address (default http://127.0.0.1:8265, e.g. through `ray dashboard`)")
@@ -57,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
         return show_status(lambda: JobSubmissionClient(args.address), args.space, out.launch_dir)
     if not args.space:
         raise ValueError("--space: required unless --status")
-    from orchestrator.search.space import load_space
+    from orchestrator.search.shipped import load_named_space
     from orchestrator.tracking.stores import check_distinct, validate_postgres
 
-    space = load_space(args.space).with_folds(parse_folds(args.folds), None)
+    space = load_named_space(args.space).with_folds(parse_folds(args.folds), None)
     if space.protocol.strategy != "fold-wise":
         raise ValueError(f"{args.space}: protocol.strategy: launch submits fold-wise jobs, got "
                          f"{space.protocol.strategy} (run cross-fold with `ifdd search`)")
@@ -148,9 +149,9 @@ def show_status(connect, space: str | None, launch_dir: Path) -> int:
     files = sorted(launch_dir.glob("*.json")) if launch_dir.is_dir() else []
     records = [r for f in files for r in json.loads(f.read_text())]
     if space:
-        from orchestrator.search.space import load_space
+        from orchestrator.search.shipped import load_named_space
 
-        name = load_space(space).name
+        name = load_named_space(space).name
         records = [r for r in records if r["job_id"].startswith(f"ifdd-{name}-")]
     if not records:
         print(f"no jobs submitted from here ({launch_dir} holds no record)")

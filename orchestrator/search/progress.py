@@ -153,6 +153,7 @@ class TrainProgress:
         self._first: tuple[float, int] | None = None
         self._epoch, self._best = 0, None
         self._line = ProgressLine(console, epochs)
+        self._line.update(self.text(), 0, changed=True, major=True)  # the run has started: say so before epoch 1
         console.line_listeners.append(self.on_line)
 
     def on_line(self, line: str) -> None:

@@ -38,16 +38,17 @@ def shipped_spaces() -> list[ShippedSpace]:
 
 
 def resolve_space(arg: str, flag: str = "--space") -> Path:
-    """A YAML path as given when that file exists, else the shipped space of that name (``demo`` or ``demo.yaml``).
+    """``arg`` as a path when that file exists or it names a folder (``sub/x.yaml``: its reader reports a missing
+    file), else the shipped space of that name (``demo`` or ``demo.yaml``).
 
     Raises:
-        FileNotFoundError: neither, naming the flag, the path tried and the shipped names.
+        FileNotFoundError: a bare name that is neither a file here nor shipped, naming the flag and the shipped names.
     """
     path = Path(arg).expanduser()
-    if path.is_file():
+    if path.is_file() or path.parent != Path("."):
         return path
-    name = path.name.removesuffix(".yaml").removesuffix(".yml") if path.parent == Path(".") else None
-    for space in shipped_spaces() if name else []:
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    for space in shipped_spaces():
         if space.name == name:
             return space.path
     names = ", ".join(s.name for s in shipped_spaces()) or "none"

@@ -45,6 +45,21 @@ def confusion_png(confusion: list[list[int]], title: str, path: Path) -> Path:
 
 NOTE_TAG = "mlflow.note.content"
 """The run's description in the MLflow UI (Markdown, shown on the run page and in the runs table's Description)."""
+RUNS_VIEW_KEY = "ifdd-runs"
+"""The experiment's saved runs-table view (MLflow UI's shared views: the experiment tag
+``mlflow.sharedViewState.<key>``, opened by ``?viewStateShareKey=<key>``): MLflow 3 shows no metric column by
+default, this view shows the study runs' test and selection metrics and their descriptions; `ifdd ui` links it."""
+RUNS_VIEW_COLUMNS = ["metrics.`test_uar`", "metrics.`test_war`", "metrics.`selected_val_uar`",
+                     "metrics.`selected_val_war`", "attributes.`Description`", "attributes.`Models`"]
+
+
+def describe_study(tracker, exp: str, parent: str, res, space) -> None:
+    """The parent run's description (``study_note``) and the experiment's runs view with the metric columns."""
+    import json
+
+    tracker.client.set_tag(parent, NOTE_TAG, mask_secrets(study_note(res, space)))
+    tracker.client.set_experiment_tag(exp, f"mlflow.sharedViewState.{RUNS_VIEW_KEY}",
+                                      json.dumps({"selectedColumns": RUNS_VIEW_COLUMNS}))
 
 
 def study_note(res, space) -> str:
@@ -71,12 +86,12 @@ def study_note(res, space) -> str:
 def log_study(tracking: TrialTracking, res, space, cfg) -> str:
     """Parent-run params, the fold test metrics, per-class recall, confusion matrices, the resolved config."""
     tracker = tracking.tracker
-    _, parent = tracking.parent()
+    exp, parent = tracking.parent()
     tracker.log_params(parent, {f"space.{k}": v for k, v in flatten(
         {"budget": to_dict(space.budget), "objective": to_dict(space.objective),
          "protocol": to_dict(space.protocol), "resources": to_dict(space.resources)}).items()})
     tracker.set_tags(parent, {"ifdd.complete": res.complete, "ifdd.trials": len(res.trials)})
-    tracker.client.set_tag(parent, NOTE_TAG, mask_secrets(study_note(res, space)))
+    describe_study(tracker, exp, parent, res, space)
     if not res.best:
         tracker.end(parent, "FAILED" if not res.complete else "FINISHED")
         return parent
