@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 # The default suite (a few minutes on 2 cores); CI also runs the slow end-to-end tests (`make test-slow`).
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=10
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow and not cluster" --durations=15

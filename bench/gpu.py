@@ -11,7 +11,14 @@ no GPU it says so and exits 0 with ``"measured": false`` (``make bench`` then fa
 - ``pool_conv: bf16``: bf16 with the attention-pooling convs left in bf16 (``TokenPool.fp32_under_autocast`` off),
   so ``pool_fp32_speedup`` measures that choice in the same run.
 - ``ddp``: one DistributedDataParallel training step per rank with NCCL when 2+ GPUs are visible; with one GPU a
-  world-size-1 NCCL process group checks the DDP path (gradient hooks, unused parameters) and times one step.
+  world-size-1 NCCL process group checks the DDP path (gradient hooks, unused parameters, and whether DDP warned
+  "Grad strides do not match bucket view strides") and times one step.
+- ``kernels``: bf16 training steps and evaluation of every pooling-attention kernel (``attention_impl``) and
+  pooling-conv layout (``pool_conv``) against ``before`` (tests/mvit_reference.py: the implementation before they
+  were selectable; 55.7 clips/s on an H100 at batch 16 when it was the shipped one), same process, same inputs;
+  ``speedup_vs_before`` per row (the compass goal for the defaults: >= 4x in training).
+- ``augment``: ``BatchTrainAugment`` (the training augmentation, uint8 batch in, then mixup/cutmix) on the GPU at
+  224², ms per batch and clips/s: with ``augment_on: auto`` this is the augmentation's whole cost on a GPU worker.
 
     python bench/gpu.py [--preset xs] [--batch 16] [--iters 20] [--out runs/bench/gpu.json]
 """
@@ -22,16 +29,31 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from ifdd.backbone import TokenPool
 from ifdd.config import LossConfig, model_preset
+from ifdd.data.transforms import BatchTrainAugment, MixupCutmix, TrainTransform
 from ifdd.engine import autocast
 from ifdd.loss import IFDDLoss
 from ifdd.model import build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from mvit_reference import reference_forward  # noqa: E402
+
+# (name, ModelConfig overrides); "before" runs tests/mvit_reference.py's forward in the same modules.
+KERNELS = [("before", {}), ("default", {}),
+           ("sdpa/channels_last", dict(attention_impl="sdpa", pool_conv="channels_last")),
+           ("sdpa/contiguous", dict(attention_impl="sdpa", pool_conv="contiguous")),
+           ("sdpa/shifted", dict(attention_impl="sdpa", pool_conv="shifted")),
+           ("eager/channels_last", dict(attention_impl="eager", pool_conv="channels_last")),
+           ("flex/channels_last", dict(attention_impl="flex", pool_conv="channels_last")),
+           ("flex/contiguous", dict(attention_impl="flex", pool_conv="contiguous"))]
 
 
 def _inputs(cfg, batch: int, device: torch.device):
@@ -52,7 +74,9 @@ def _timed(step, iters: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def measure_train(preset: str, batch: int, amp: str, iters: int, device: torch.device, **overrides) -> dict:
+def measure_train(preset: str, batch: int, amp: str, iters: int, device: torch.device, reference: bool = False,
+                  **overrides) -> dict:
+    """Full optimiser steps; ``reference`` runs the attention as before (tests/mvit_reference.py)."""
     cfg = model_preset(preset, **overrides)
     model = build_model(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -69,15 +93,17 @@ def measure_train(preset: str, batch: int, amp: str, iters: int, device: torch.d
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    secs = _timed(step, iters, device)
+    with reference_forward(reference):
+        secs = _timed(step, iters, device)
     row = {"preset": preset, "batch": batch, "amp": amp, "mode": "train_step", **overrides,
            "clips_per_s": round(batch * iters / secs, 2), "ms_per_step": round(1000 * secs / iters, 2),
            "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3)}
     return row
 
 
-def measure_eval(preset: str, batch: int, amp: str, iters: int, device: torch.device) -> dict:
-    cfg = model_preset(preset)
+def measure_eval(preset: str, batch: int, amp: str, iters: int, device: torch.device, reference: bool = False,
+                 **overrides) -> dict:
+    cfg = model_preset(preset, **overrides)
     model = build_model(cfg).to(device).eval()
     x, _ = _inputs(cfg, batch, device)
 
@@ -87,9 +113,41 @@ def measure_eval(preset: str, batch: int, amp: str, iters: int, device: torch.de
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    secs = _timed(step, iters, device)
-    return {"preset": preset, "batch": batch, "amp": amp, "mode": "eval", "clips_per_s": round(batch * iters / secs, 2),
+    with reference_forward(reference):
+        secs = _timed(step, iters, device)
+    return {"preset": preset, "batch": batch, "amp": amp, "mode": "eval", **overrides,
+            "clips_per_s": round(batch * iters / secs, 2),
             "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3)}
+
+
+def kernel_rows(preset: str, batch: int, iters: int, device: torch.device) -> list[dict]:
+    """bf16 training and evaluation per kernel option (see KERNELS); a failing option is reported, not fatal."""
+    rows = []
+    for name, overrides in KERNELS:
+        for mode, fn, b in (("train_step", measure_train, batch), ("eval", measure_eval, 2 * batch)):
+            try:
+                row = fn(preset, b, "bf16", iters, device, reference=name == "before", **overrides)
+            except Exception as e:  # e.g. a kernel this GPU/torch lacks: the other options still measure
+                row = {"mode": mode, "batch": b, "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+                if name.startswith("flex"):
+                    torch._dynamo.reset()  # a failed compiled call can leave later ones on a slow path
+            rows.append({"kernel": name, **row})
+    base = {r["mode"]: r for r in rows if r["kernel"] == "before" and "clips_per_s" in r}
+    for r in rows:
+        if "clips_per_s" in r and r["mode"] in base:
+            r["speedup_vs_before"] = round(r["clips_per_s"] / base[r["mode"]]["clips_per_s"], 3)
+    return rows
+
+
+def measure_augment(batch: int, iters: int, device: torch.device, size: int = 224, frames: int = 16) -> dict:
+    """BatchTrainAugment + mixup/cutmix on a uint8 batch already on the GPU (the loader's copy is uint8)."""
+    g = torch.Generator().manual_seed(0)
+    video = torch.randint(0, 256, (batch, 3, frames, size, size), dtype=torch.uint8, generator=g).to(device)
+    labels = torch.randint(0, 7, (batch,), generator=g).to(device)
+    aug = BatchTrainAugment(TrainTransform(size), MixupCutmix(7, seed=0), seed=0)
+    secs = _timed(lambda: aug(video, labels), iters, device)
+    return {"batch": batch, "size": size, "frames": frames, "ms_per_batch": round(1000 * secs / iters, 2),
+            "clips_per_s": round(batch * iters / secs, 1)}
 
 
 def profile_train(preset: str, batch: int, amp: str, device: torch.device, top: int = 12) -> list[dict]:
@@ -138,6 +196,9 @@ def ddp_check(preset: str, batch: int) -> dict:
         loss_fn = IFDDLoss(LossConfig(), cfg.num_classes).to(device)
         x, y = _inputs(cfg, batch, device)
         times = []
+        caught = warnings.catch_warnings(record=True)
+        rec = caught.__enter__()
+        warnings.simplefilter("always")
         for _ in range(4):
             torch.cuda.synchronize(device)
             t0 = time.perf_counter()
@@ -149,9 +210,11 @@ def ddp_check(preset: str, batch: int) -> dict:
             opt.step()
             torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)
+        caught.__exit__(None, None, None)
         unused = [name for name, p in model.module.named_parameters() if p.requires_grad and p.grad is None]
         return {"backend": "nccl", "world_size": 1, "batch_per_rank": batch, "loss_finite": bool(torch.isfinite(loss)),
                 "ms_per_step_after_warmup": round(1000 * min(times[1:]), 2), "params_without_grad": len(unused),
+                "grad_strides_warning": any("Grad strides" in str(w.message) for w in rec),
                 "note": "one GPU lent: checks the NCCL/DDP path, not multi-GPU scaling"}
     finally:
         dist.destroy_process_group()
@@ -187,6 +250,8 @@ def main() -> None:
         payload["pool_fp32_speedup"] = round(rows[0]["clips_per_s"] / rows[-1]["clips_per_s"], 3)
         payload["bf16_speedup"] = round(rows[0]["clips_per_s"] / rows[1]["clips_per_s"], 3)
         payload["ifdd_cost_ratio"] = round(rows[2]["clips_per_s"] / rows[0]["clips_per_s"], 3)
+        payload["kernels"] = kernel_rows(args.preset, args.batch, args.iters, device)
+        payload["augment"] = measure_augment(args.batch, args.iters, device)
         if args.profile:
             payload["profile"] = {amp: profile_train(args.preset, args.batch, amp, device) for amp in ("bf16", "off")}
         try:

@@ -78,6 +78,24 @@ class ModelConfig:
     """Stochastic depth of the last backbone block (linear ramp from 0)."""
     head_dropout: float = 0.5
     """Dropout before the classifier."""
+    attention_impl: Literal["auto", "eager", "sdpa", "flex"] = "auto"
+    """How pooling attention computes softmax(q·kᵀ/√d + E_rel)·v; every choice computes the same function (fp64
+    tests). ``eager``: the (B, heads, Nq, Nk) logits are materialised and the decomposed bias E_rel is added in
+    place. ``sdpa``: E_rel is folded into the q·kᵀ product (per-axis bias terms appended to q, one-hot key
+    positions to k) and ``F.scaled_dot_product_attention`` runs its fused kernels, gradients included, with no
+    full-size tensor kept. ``flex``: FlexAttention with E_rel as a score_mod (compiled on first use; on CPU
+    inference only, float32). ``auto``: per device type and mode, the fastest measured (``ifdd.backbone.
+    AUTO_ATTENTION``): sdpa. CPU, xs at batch 2 (bench/model.py, against the implementation before): sdpa 1.40x
+    inference at 0.82x its peak RSS and 1.22x training; eager 1.32x / 1.00x; flex 1.25x inference at 0.70x RSS
+    after a 43 s compile. CUDA: not yet measured (bench/gpu.py A/Bs them); sdpa, whose fused kernels take bf16
+    and fp32 with gradients, until it has."""
+    pool_conv: Literal["auto", "channels_last", "contiguous", "shifted"] = "auto"
+    """Kernel of the depthwise pooling convs (same function, ``ifdd.backbone.TokenPool``): ``channels_last`` runs on
+    the token memory (oneDNN on CPU, cuDNN on CUDA), ``contiguous`` copies to NCDHW first (PyTorch's depthwise-3D
+    kernel on CUDA), ``shifted`` sums k³ strided slices (``ifdd.depthwise``). ``auto``: per device type, the fastest
+    measured (``ifdd.backbone.AUTO_POOL_CONV``): channels_last on CPU (xs training with sdpa, bench/model.py:
+    1.22x the implementation before, against 1.10x contiguous and 1.09x shifted); CUDA keeps channels_last (the
+    measured H100 setup) until bench/gpu.py has measured the others."""
 
     use_issm: bool = True
     """Content-aware split (ISSM). Off: the fixed base positions are used with no learned offsets."""
@@ -134,6 +152,11 @@ class ModelConfig:
             raise ValueError(f"issm_receptive_field: must be > 0, got {self.issm_receptive_field}")
         if self.input_norm not in ("kinetics", "none"):
             raise ValueError(f"input_norm: must be 'kinetics' or 'none', got {self.input_norm!r}")
+        if self.attention_impl not in ("auto", "eager", "sdpa", "flex"):
+            raise ValueError(f"attention_impl: must be 'auto', 'eager', 'sdpa' or 'flex', got {self.attention_impl!r}")
+        if self.pool_conv not in ("auto", "channels_last", "contiguous", "shifted"):
+            raise ValueError(f"pool_conv: must be 'auto', 'channels_last', 'contiguous' or 'shifted', "
+                             f"got {self.pool_conv!r}")
         if self.issm_positions not in ("exact", "reference"):
             raise ValueError(f"issm_positions: must be 'exact' or 'reference', got {self.issm_positions!r}")
         top = self.top_dim

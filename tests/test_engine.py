@@ -1,4 +1,5 @@
-"""ifdd.engine / ifdd.metrics / ifdd.checkpoint: metrics, schedule, training loop guards, de-duplicated evaluation, checkpoints."""
+"""ifdd.engine / ifdd.metrics / ifdd.checkpoint: metrics, schedule, the fit loop, training loop guards,
+de-duplicated evaluation, checkpoints."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from ifdd.config import LossConfig, OptimConfig, from_dict, model_preset
 from ifdd.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from ifdd.config import LossConfig, OptimConfig, from_dict, model_preset
 from ifdd.engine import (
     LRSchedule,
     NonFiniteLossError,
@@ -23,8 +24,8 @@ from ifdd.engine import (
     torch_distributed_gather,
     train_one_epoch,
 )
-from ifdd.metrics import confusion_matrix, per_class_recall, uar, war
 from ifdd.loss import IFDDLoss
+from ifdd.metrics import confusion_matrix, per_class_recall, uar, war
 from ifdd.model import build_model
 
 K = 3

@@ -2,7 +2,9 @@
 
 A clip comes from the Arrow cache when one is given and holds it, else it is decoded from its media (``video.py``).
 Training samples get ``TrainTransform`` (per-clip flip, RandomResizedCrop, colour jitter); evaluation samples are
-only resized. Randomness comes from torch's global RNG (one draw per sample seeds a numpy generator), which the
+only resized. With ``augment_on="device"`` training samples are the uint8 clips themselves, (C, T, S, S) at the
+cache's size S (or decoded at ``size``), and ``transforms.BatchTrainAugment`` augments them in batch on the training
+device. Randomness comes from torch's global RNG (one draw per sample seeds a numpy generator), which the
 DataLoader seeds per worker and per epoch, so ``torch.manual_seed`` makes a run reproducible.
 
 Decode failures at training time. ``ifdd data index`` opens every clip and quarantines the ones it cannot read, so
@@ -29,7 +31,7 @@ from torch.utils.data import Dataset
 from ifdd.data.cache import ClipCache
 from ifdd.data.manifest import class_counts, fold_split, load_manifest
 from ifdd.data.transforms import EvalTransform, TrainTransform
-from ifdd.data.video import MediaError, read_clip
+from ifdd.data.video import MediaError, load_clip, read_clip
 
 __all__ = ["ClipDataset"]
 
@@ -47,11 +49,15 @@ class ClipDataset(Dataset):
         cache_dir: an ``ifdd data cache`` folder built from this manifest with the same T.
         sampling: uniform (every frame of a 16-frame DFEW clip) or random (a random T-frame window; media only).
         on_error: substitute | blank | raise; default substitute when training, blank otherwise.
+        augment_on: ``loader`` (augment here, per sample) or ``device``: training samples are uint8 clips
+            (C, T, S, S) for ``transforms.BatchTrainAugment`` on the training device; S is the cache's size (clips
+            missing from the cache are decoded at that size, as the cache would hold them), else ``size``.
     """
 
     def __init__(self, manifest: pd.DataFrame | str | Path, fold: int, role: str, *, root: str | Path | None = None,
                  frames: int = 16, size: int = 64, train: bool = False, augment: bool = True,
-                 cache_dir: str | Path | None = None, sampling: str = "uniform", on_error: str | None = None):
+                 cache_dir: str | Path | None = None, sampling: str = "uniform", on_error: str | None = None,
+                 augment_on: str = "loader"):
         df = manifest if isinstance(manifest, pd.DataFrame) else load_manifest(manifest)
         meta = df.attrs.get("ifdd", {})
         where = df.attrs.get("path", "manifest")
@@ -74,8 +80,14 @@ class ClipDataset(Dataset):
         self.clip_ids: list[str] = rows["clip_id"].tolist()
         self.labels: np.ndarray = rows["label"].to_numpy(dtype=np.int64)
         self.media: list[tuple[str, str]] = list(zip(rows["media_path"], rows["media_kind"], strict=True))
+        if augment_on not in ("loader", "device"):
+            raise ValueError(f"augment_on: must be loader or device, got {augment_on!r}")
         self.transform = TrainTransform(size) if train and augment else EvalTransform(size)
         self.cache = self._open_cache(cache_dir, meta, where) if cache_dir else None
+        self.raw_size: int | None = None
+        """Side of the uint8 clips returned for device-side augmentation; None: samples are transformed here."""
+        if train and augment and augment_on == "device":
+            self.raw_size = self.cache.size if self.cache is not None else size
         self.failures: dict[str, str] = {}
         """Clips that failed to decode in this process: clip_id -> reason."""
 
@@ -103,6 +115,8 @@ class ClipDataset(Dataset):
             return self.cache.get(cid)
         rel, kind = self.media[i]
         mode = self.sampling if self.train else "uniform"
+        if self.raw_size is not None:  # every clip at one size (uniform sampling: the bytes the cache would hold)
+            return load_clip(self.root / rel, kind, self.frames, self.raw_size, mode, rng)
         return read_clip(self.root / rel, kind, self.frames, mode, rng)
 
     def _recover(self, i: int, err: MediaError, rng: np.random.Generator | None) -> np.ndarray:
@@ -113,7 +127,8 @@ class ClipDataset(Dataset):
             raise MediaError(reason, err.category) from None
         if self.on_error == "blank":
             warnings.warn(f"{reason}; evaluated as a blank clip", RuntimeWarning, stacklevel=3)
-            return np.full((self.frames, self.size, self.size, 3), 128, dtype=np.uint8)
+            side = self.raw_size or self.size
+            return np.full((self.frames, side, side, 3), 128, dtype=np.uint8)
         same = np.flatnonzero(self.labels == self.labels[i])
         start = int(np.searchsorted(same, i))
         for j in np.roll(same, -start)[1:]:  # the following same-label clips, wrapping around
@@ -135,5 +150,8 @@ class ClipDataset(Dataset):
             clip = self._clip(i, rng)  # (T, H, W, 3) uint8
         except MediaError as e:
             clip = self._recover(i, e, rng)
-        video = self.transform(clip, rng)  # (C, T, size, size) float in [0, 1]
+        if self.raw_size is not None:  # uint8 (C, T, S, S), a copy (the cache's memory is a read-only mapping)
+            video = torch.from_numpy(np.array(clip.transpose(3, 0, 1, 2), order="C"))
+        else:
+            video = self.transform(clip, rng)  # (C, T, size, size) float in [0, 1]
         return {"video": video, "label": int(self.labels[i]), "clip_id": self.clip_ids[i]}

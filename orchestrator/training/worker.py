@@ -181,7 +181,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if cfg.train.batch_size % world:
         raise ValueError(f"train.batch_size: {cfg.train.batch_size} is not divisible by {world} workers")
     loaders = build_split_loaders(cfg, fold, selection=selection, batch_size=cfg.train.batch_size // world,
-                                  eval_batch_size=max(1, cfg.train.eval_batch_size // world))
+                                  eval_batch_size=max(1, cfg.train.eval_batch_size // world), device=device)
     train_loader = ray.train.torch.prepare_data_loader(loaders.train, move_to_device=False)
     val_loader = ray.train.torch.prepare_data_loader(loaders.val, move_to_device=False)
 

@@ -19,6 +19,16 @@ CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 AWS, GCP, ONPREM, KUBE = "aws-gpu.yaml", "gcp-gpu.yaml", "onprem.yaml", "kuberay-raycluster.yaml"
 
 
+@pytest.fixture(autouse=True)
+def ray_token(tmp_path_factory, monkeypatch):
+    """The launcher files mount ~/.ray/auth_token (made by `ray get-auth-token --generate`): give HOME one."""
+    home = tmp_path_factory.mktemp("home")
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text("0" * 64)
+    monkeypatch.setenv("HOME", str(home))
+    return home / ".ray" / "auth_token"
+
+
 def shipped(name: str) -> dict:
     return yaml.safe_load((CLUSTER / name).read_text())
 
@@ -98,9 +108,11 @@ LAUNCHER_CASES = {
                               "available_node_types.ray_worker_l4.resources: required key missing"),
     "onprem-typo-auth-key": (ONPREM, lambda d: d["auth"].update(ssh_usr="x"), "auth.ssh_usr: unknown key"),
     "onprem-wrong-type": (ONPREM, lambda d: d.update(max_workers="two"), "max_workers: expected integer"),
-    "onprem-missing-head": (ONPREM, lambda d: d["provider"].pop("head_ip"), "provider.head_ip: missing"),
-    "onprem-node-types": (ONPREM, lambda d: d.update(available_node_types={}),
-                          "available_node_types: not supported with provider.type local"),
+    "onprem-missing-head": (ONPREM, lambda d: d["provider"].pop("head_ip"),
+                            "provider.head_ip: ray autoscaler: Please supply a `head_ip`"),
+    "onprem-node-types": (ONPREM, lambda d: d.update(available_node_types={"gpu": {"resources": {},
+                                                                                   "node_config": {}}}),
+                          "available_node_types: ray autoscaler: The field available_node_types is not supported"),
     "unknown-provider": (AWS, lambda d: d["provider"].update(type="awz"), "provider.type: must be one of"),
 }
 
@@ -118,7 +130,7 @@ KUBE_CASES = {
                    "spec.workerGroupSpecs[0].maxReplicas: expected an integer"),
     "missing-head": (lambda d: d["spec"].pop("headGroupSpec"), "spec.headGroupSpec: missing"),
     "bad-bounds": (lambda d: d["spec"]["workerGroupSpecs"][0].update(minReplicas=5),
-                   "spec.workerGroupSpecs[0]: need minReplicas <= replicas <= maxReplicas"),
+                   "spec.workerGroupSpecs[0]: minReplicas 5 > maxReplicas 4; KubeRay refuses the cluster"),
     "api-version": (lambda d: d.update(apiVersion="ray.io/v1alpha1"), "apiVersion: expected ray.io/v1"),
     "kind": (lambda d: d.update(kind="RayJob"), "kind: expected RayCluster"),
     "ray-version": (lambda d: d["spec"].update(rayVersion="2.9.0"), "spec.rayVersion: must be the pinned ray"),
@@ -140,6 +152,10 @@ def test_kuberay_structure_errors_name_the_key(case, tmp_path, capsys):
 
 
 # ------------------------------------------------ project checks
+
+
+NO_GPU = ("available_node_types: no node that can start states a GPU (a head, or a worker type with max >= 1, with "
+          "resources.GPU >= 1)")
 
 
 def set_meta(**kv):
@@ -168,18 +184,19 @@ PROJECT_CASES = {
     "tracking-not-head": (ONPREM, set_meta(tracking_uri="http://10.0.0.99:5000"),
                           "metadata.ifdd.tracking_uri: host 10.0.0.99 is not provider.head_ip"),
     "no-gpu-type-aws": (AWS, lambda d: d["available_node_types"]["ray.worker.g5"]["resources"].update(GPU=0),
-                        "available_node_types: no node type with resources.GPU >= 1"),
+                        NO_GPU),
     "no-gpu-type-gcp": (GCP, lambda d: d["available_node_types"].pop("ray_worker_l4")
                         and d["available_node_types"]["ray_worker_a100"].update(max_workers=0),
-                        "available_node_types: no node type with resources.GPU"),
+                        NO_GPU),
     "no-gpu-onprem": (ONPREM, lambda d: d["worker_start_ray_commands"].__setitem__(
         1, d["worker_start_ray_commands"][1].replace("--num-gpus=1", "")),
-        "worker_start_ray_commands: no `ray start --num-gpus=N`"),
+        "worker_start_ray_commands: no node that can start states a GPU (a head, or a worker type with max >= 1, "
+        "with `ray start --num-gpus=N`)"),
     "dashboard-exposed": (AWS, lambda d: head_cmd(d, 3, d["head_start_ray_commands"][3].replace(
         "--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0")),
-        "head_start_ray_commands[3]: --dashboard-host 0.0.0.0 exposes the Ray dashboard"),
+        "head_start_ray_commands[3]: dashboard host 0.0.0.0 exposes the Ray dashboard"),
     "dashboard-from-ray-defaults": (GCP, lambda d: d.pop("head_start_ray_commands"),
-                                    "head_start_ray_commands[1]: --dashboard-host 0.0.0.0"),
+                                    "head_start_ray_commands[1]: dashboard host 0.0.0.0 exposes"),
     "mlflow-all-interfaces": (AWS, lambda d: head_cmd(d, 2, d["head_start_ray_commands"][2].replace(
         '--host "$HEAD_IP"', "--host 0.0.0.0")), "head_start_ray_commands[2]: mlflow --host 0.0.0.0"),
     "artifacts-mismatch": (ONPREM, set_meta(mlflow_artifacts="/shared/other"),
@@ -228,9 +245,11 @@ def test_single_node_may_use_local_storage_and_loopback(tmp_path, capsys):
 KUBE_PROJECT_CASES = {
     "no-gpu-group": (lambda d: [c["resources"]["limits"].pop("nvidia.com/gpu") for c in
                                 d["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]],
-                     "spec.workerGroupSpecs: no worker group"),
+                     "spec.workerGroupSpecs: no node that can start states a GPU (a head, or a worker type with max "
+                     ">= 1, with a container limit nvidia.com/gpu >= 1"),
     "dashboard-default": (lambda d: d["spec"]["headGroupSpec"]["rayStartParams"].pop("dashboard-host"),
-                          "spec.headGroupSpec.rayStartParams.dashboard-host: None exposes"),
+                          "spec.headGroupSpec.rayStartParams.dashboard-host: dashboard host not set, so 0.0.0.0 "
+                          "(KubeRay's default) exposes the Ray dashboard"),
     "storage-local": (lambda d: d["metadata"]["annotations"].update({"ifdd.io/storage": "/tmp/ray"}),
                       "metadata.annotations.ifdd.io/storage: '/tmp/ray' is not shared storage"),
     "storage-missing": (lambda d: d["metadata"]["annotations"].pop("ifdd.io/storage"),
