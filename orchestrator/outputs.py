@@ -10,6 +10,7 @@
     <runs>/train/<name>/         `ifdd train` summaries
     <runs>/reports/<space>/      `ifdd report`
     <runs>/launch/<space>.json   jobs submitted by `ifdd launch`
+    <runs>/logs/<command>-<time>.log   Ray's, the workers' and the libraries' output of `ifdd search|demo|train`
     <runs>/data/synthetic/       the embedded synthetic DFEW-format set, created on first use
 
 ``--storage``, ``--tracking-uri`` and ``--optuna-storage`` each move one part elsewhere; the rest stays under the
@@ -80,6 +81,10 @@ class Outputs:
 
     def report_dir(self, space: str) -> Path:
         return self.root / "reports" / space
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
 
     @property
     def launch_dir(self) -> Path:

@@ -1,9 +1,10 @@
 """`ifdd report`: one search's results as HTML and Markdown, every number with the rule that selected it.
 
-Reads what the search saved under ``<runs>/search/<experiment>/`` (summary.json, one JSON per study, the Optuna plot
-HTML) and writes ``report.html`` (self-contained: confusion matrices embedded, plots copied alongside) and
-``report.md`` with the per-fold table, mean ± std, per-class recall, confusion matrices, the Optuna plots and the
-published DFEW results, labelled as published and not reproduced here.
+Reads what the search saved under ``<runs>/search/<experiment>/`` (summary.json, one JSON per study, the Optuna plots
+as Plotly JSON) and the trials' checkpoints (their per-epoch history), and writes ``report.html`` and ``report.md``
+with the per-fold table, mean ± std, per-class recall, confusion matrices, the Optuna plots, each fold's learning
+curves and the published DFEW results, labelled as published and not reproduced here. ``report.html`` is one
+self-contained file: images and plots inline, one copy of plotly.js, nothing fetched from the network.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,14 @@ from orchestrator.outputs import Outputs
 from orchestrator.protocol import SELECTION_LABEL
 from orchestrator.search.results import status_counts
 from orchestrator.search.summary import fold_table_md, format_params
+from orchestrator.tracking.plots import (
+    asha_rungs,
+    checkpoint_histories,
+    figure_div,
+    learning_curves,
+    plotly_script,
+    read_figure,
+)
 from orchestrator.tracking.study_runs import confusion_png
 
 PUBLISHED_DFEW = [  # 5-fold UAR / WAR (%), as published by their authors
@@ -62,17 +70,42 @@ def build_report(outputs: Outputs, experiment: str, out: Path) -> tuple[Path, Pa
         if r.get("confusion"):
             pngs[r["fold"]] = confusion_png(r["confusion"], f"fold {r['fold']} test (UAR {r['test_uar']:.3f})",
                                             out / f"confusion_fold{r['fold']}.png")
-    plots = []
-    for st in studies:
-        for rel in st.get("plots", []):
-            src = outputs.search_dir(experiment) / rel
-            if src.is_file():
-                shutil.copy2(src, out / src.name)
-                plots.append(src.name)
+    plots = study_figures(outputs.search_dir(experiment), summary, studies)
     md = _markdown(summary, studies, rows, label, pngs, plots, experiment)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(_html(summary, studies, rows, label, pngs, plots, experiment))
     return out / "report.html", out / "report.md"
+
+
+def study_figures(folder: Path, summary: dict[str, Any], studies: list[dict[str, Any]]
+                  ) -> list[tuple[str, Any | None, list[str]]]:
+    """Per study: (title, Plotly figure or None, notes) for each Optuna plot and the learning curves; the notes say
+    what was left out and why."""
+    space = summary.get("space", {})
+    budget, objective = space.get("budget", {}), space.get("objective", {})
+    split = "test" if summary["selection"] == "test" else "inner-val"
+    asha = (budget.get("scheduler") == "asha" and summary["strategy"] == "fold-wise" and bool(space.get("search"))
+            and isinstance(objective.get("metric", "val_uar"), str))
+    out = []
+    for st in sorted(studies, key=lambda s: s["folds"]):
+        for rel in st.get("plots", []):
+            if rel.endswith(".json") and (folder / rel).is_file():
+                out.append((f"{st['study']}: {Path(rel).stem.removeprefix(st['study'] + '-').replace('_', ' ')}",
+                            read_figure(folder / rel), []))
+        skipped = [f"{name.replace('_', ' ')} not drawn: {why}" for name, why in st.get("plots_skipped", {}).items()]
+        if skipped:
+            out.append((f"{st['study']}: Optuna plots left out", None, skipped))
+        if st.get("strategy") != "fold-wise":
+            out.append((f"{st['study']}: learning curves", None, [
+                "cross-fold trials report once per fold, not per epoch: no learning curves (each fold's epochs are "
+                "in the trial's MLflow runs)"]))
+            continue
+        histories, missing = checkpoint_histories(st["trials"])
+        notes = [f"trial {t}: no curve ({why})" for t, why in sorted(missing.items())]
+        fig = learning_curves(st, histories, metric="val_uar", split=split, max_epochs=int(budget["max_epochs"]),
+                              rungs=asha_rungs(budget) if asha else []) if histories else None
+        out.append((f"{st['study']}: learning curves (fold {', '.join(map(str, st['folds']))})", fig, notes))
+    return out
 
 
 def _markdown(summary, studies, rows, label, pngs, plots, experiment) -> str:
@@ -89,8 +122,10 @@ def _markdown(summary, studies, rows, label, pngs, plots, experiment) -> str:
     lines += ["", "## Trials", "", "| study | trials | status counts |", "|---|---|---|"]
     for st in studies:
         lines.append(f"| {st['study']} | {len(st['trials'])} | {json.dumps(status_counts(st['trials']))} |")
-    lines += ["", "## Optuna plots", ""] + ([f"- [{p}]({p})" for p in plots]
-                                            or ["- none (each study JSON lists why under plots_skipped)"])
+    lines += ["", "## Optuna plots and learning curves", "",
+              "Drawn in report.html (next to this file):", ""]
+    lines += [f"- {title}" + ("" if fig is not None else ": " + "; ".join(notes)) for title, fig, notes in plots] \
+        or ["- none"]
     lines += ["", "## Published DFEW 5-fold results (as reported by their authors; not reproduced here)", "",
               "| method | UAR % | WAR % |", "|---|---|---|"] + [f"| {m} | {u:.2f} | {w:.2f} |"
                                                               for m, u, w in PUBLISHED_DFEW]
@@ -110,13 +145,16 @@ def _html(summary, studies, rows, label, pngs, plots, experiment) -> str:
         f"<figure><img alt='confusion fold {f}' src='data:image/png;base64,"
         f"{base64.b64encode(Path(p).read_bytes()).decode()}'><figcaption>fold {f}</figcaption></figure>"
         for f, p in sorted(pngs.items()))
-    plot_frames = "".join(f"<h3>{e(p)}</h3><iframe src='{e(p)}' width='100%' height='460'></iframe>"
-                          for p in plots) or "<p>none (each study JSON lists why under plots_skipped)</p>"
+    plot_divs = "".join(
+        f"<h3>{e(title)}</h3>" + (figure_div(fig, f"plot-{i}") if fig is not None else "")
+        + "".join(f"<p class='note'>{e(n)}</p>" for n in notes) for i, (title, fig, notes) in enumerate(plots)
+    ) or "<p>none</p>"
+    script = plotly_script() if any(fig is not None for _, fig, _ in plots) else ""
     published = "".join(f"<tr><td>{m}</td><td>{u:.2f}</td><td>{w:.2f}</td></tr>" for m, u, w in PUBLISHED_DFEW)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>IFDD report: {e(experiment)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
+{script}<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#eee}}figure{{display:inline-block}}
-.label{{background:#fff3cd;padding:6px}}</style></head><body>
+.label{{background:#fff3cd;padding:6px}}.note{{color:#555;font-size:90%}}</style></head><body>
 <h1>IFDD search report: {e(experiment)}</h1>
 <p class="label">Strategy: {e(summary['strategy'])}. Selection: <b>{e(label)}</b>.</p>
 <h2>Per-fold test results</h2>
@@ -127,7 +165,7 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#e
 <h2>Per-class test recall (%)</h2><table><tr><th>fold</th>{''.join(f'<th>{c}</th>' for c in LABEL_NAMES)}</tr>
 {recall_rows}</table>
 <h2>Confusion matrices (test)</h2>{images}
-<h2>Optuna plots</h2>{plot_frames}
+<h2 id="plots">Optuna plots and learning curves</h2>{plot_divs}
 <h2>Published DFEW 5-fold results</h2><p>As reported by their authors; not reproduced here. Most select the
 checkpoint on the test fold (optimistic).</p>
 <table id="published"><tr><th>method</th><th>UAR %</th><th>WAR %</th></tr>{published}</table>

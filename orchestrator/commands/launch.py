@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("launch", help="submit one Ray Job per fold to a cluster; --status lists them",
                        description="Submit one `ifdd search` Ray Job per fold to a running cluster through its "
                                    "dashboard (Job Submission SDK), or list submitted jobs with --status.")
-    p.add_argument("--space", help="search-space YAML (a path inside --working-dir)")
+    p.add_argument("--space", help="a shipped search space by name, or a search-space YAML (a path inside "
+                                   "--working-dir)")
     p.add_argument("--folds", default=None, help="folds, one job each (default: the space's protocol.folds)")
     p.add_argument("--address", default="http://127.0.0.1:8265",
                    help="the head's dashboard address (default http://127.0.0.1:8265, e.g. through `ray dashboard`)")
@@ -59,13 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     out = outputs(args)
     if args.status:
-        return show_status(jobs_client(args.address), args.space, out.launch_dir)
+        return show_status(lambda: jobs_client(args.address), args.space, out.launch_dir)
     if not args.space:
         raise ValueError("--space: required unless --status")
-    from orchestrator.search.space import load_space
+    from orchestrator.search.shipped import load_named_space
     from orchestrator.tracking.stores import check_distinct, validate_postgres
 
-    space = load_space(args.space).with_folds(parse_folds(args.folds), None)
+    space = load_named_space(args.space).with_folds(parse_folds(args.folds), None)
     if space.protocol.strategy != "fold-wise":
         raise ValueError(f"{args.space}: protocol.strategy: launch submits fold-wise jobs, got "
                          f"{space.protocol.strategy} (run cross-fold with `ifdd search`)")
@@ -213,22 +214,30 @@ def wait_for(client, job_ids: list[str], poll_s: float = 5.0) -> int:
     return 0 if all(s == JobStatus.SUCCEEDED.value for s in states.values()) else 1
 
 
-def show_status(client, space: str | None, launch_dir: Path) -> int:
+def show_status(connect, space: str | None, launch_dir: Path) -> int:
+    """The jobs recorded under ``launch_dir`` and their state; ``connect()`` makes the Job Submission client, only
+    once there is a record to look up (a runs root without launches needs no cluster)."""
     print(f"reading {launch_dir}")
     files = sorted(launch_dir.glob("*.json")) if launch_dir.is_dir() else []
     records = [r for f in files for r in json.loads(f.read_text())]
     if space:
-        from orchestrator.search.space import load_space
+        from orchestrator.search.shipped import load_named_space
 
-        name = load_space(space).name
+        name = load_named_space(space).name
         records = [r for r in records if r["job_id"].startswith(f"ifdd-{name}-")]
     if not records:
         print(f"no jobs submitted from here ({launch_dir} holds no record)")
         return 0
+    try:
+        client = connect()
+    except Exception as e:  # noqa: BLE001 - the SDK raises ConnectionError, RuntimeError, …
+        client = None
+        print(f"warning: cannot reach the Ray dashboard ({' '.join(str(e).split())[:160]}); states unknown",
+              file=sys.stderr)
     print(f"{'job id':<44} {'fold':>4} {'state':<10} submitted")
     for r in records:
         try:
-            state = client.get_job_status(r["job_id"]).value
+            state = client.get_job_status(r["job_id"]).value if client else "UNREACHABLE"
         except Exception:  # noqa: BLE001 - a job the cluster no longer knows (restarted head)
             state = "UNKNOWN"
         print(f"{r['job_id']:<44} {r['fold']:>4} {state:<10} {r['submitted']}")

@@ -35,6 +35,12 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
                         "own, not MLflow's; password in PGPASSWORD or ~/.pgpass)")
 
 
+def add_verbose_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="also show here what goes to the log file <runs>/logs/<command>-<time>.log: every epoch "
+                        "line, Ray's and the workers' output, the libraries' INFO logging")
+
+
 def outputs(args: argparse.Namespace) -> Outputs:
     """The command's output locations from ``--runs``/``--storage`` (not created yet)."""
     return Outputs.resolve(getattr(args, "runs", None), getattr(args, "storage", None))

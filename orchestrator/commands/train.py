@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from orchestrator.commands.options import add_output_args, outputs
+from orchestrator.commands.options import add_output_args, add_verbose_arg, outputs
 from orchestrator.planner import FLAG_NAMES, check_values
 from orchestrator.protocol import SELECTION_LABEL
 
@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train", help="train one config on one fold (inner-train -> inner-val each epoch -> test once)",
         description="Train one config on one DFEW fold with Ray Train: inner-train -> inner-val every epoch, then "
                     "the best-on-val checkpoint is tested once on the fold's test split.")
-    p.add_argument("--config", required=True, help="run-config YAML, or a search-space YAML (its `base` section)")
+    p.add_argument("--config", required=True,
+                   help="run-config YAML, or a search-space YAML (its `base` section), or a shipped search space by "
+                        "name (`ifdd search --list`)")
     p.add_argument("--fold", type=int, required=True, help="DFEW fold 1-5")
     p.add_argument("--workers", type=int, default=1, help="data-parallel training workers (default 1)")
     p.add_argument("--cpus-per-worker", type=float, default=None,
@@ -31,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     add_output_args(p, stores=False)
+    add_verbose_arg(p)
     p.set_defaults(func=run)
 
 
@@ -47,26 +50,41 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ifdd.runconfig import load_run_config, with_overrides
+    from orchestrator.console import console_session
+    from orchestrator.search.shipped import resolve_space
+
+    check_flags(args)
+    config = resolve_space(args.config, "--config")
+    cfg = load_run_config(config)
+    if args.epochs is not None:
+        cfg = with_overrides(cfg, {"train.epochs": args.epochs})
+    out = outputs(args).prepare()  # a bad --runs/--storage or a nearly full disk fails before any data is written
+    name = args.name or f"train-{re.sub(r'[^A-Za-z0-9_.-]', '_', config.stem)}-fold{args.fold}"
+    with console_session("train", out.logs_dir, verbose=args.verbose) as console:
+        return train(args, cfg, out, name, console)
+
+
+def train(args: argparse.Namespace, cfg, out, name: str, console) -> int:
     from orchestrator.inputs import ensure_dataset
     from orchestrator.outputs import write_json
     from orchestrator.planner import size_workers
     from orchestrator.preempt import PREEMPTED_EXIT, preempted
     from orchestrator.ray_session import init_ray
+    from orchestrator.search.progress import TrainProgress
     from orchestrator.training.trainer import run_training
 
-    check_flags(args)
-    cfg = load_run_config(args.config)
-    if args.epochs is not None:
-        cfg = with_overrides(cfg, {"train.epochs": args.epochs})
-    out = outputs(args).prepare()  # a bad --runs/--storage or a nearly full disk fails before any data is written
     cfg = ensure_dataset(cfg, out)
-    name = args.name or f"train-{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(args.config).stem)}-fold{args.fold}"
     cluster = init_ray(args.address)
+    console.attach_ray()
     res = size_workers(cluster, args.workers, args.cpus_per_worker, args.gpus_per_worker)
     print(f"run {name}: fold {args.fold}, {res.workers} worker(s) × {res.cpus_per_worker:g} CPU"
           f"{f' × {res.gpus_per_worker:g} GPU' if res.use_gpu else ''}; {out.describe()}")
-    outcome = run_training(cfg, args.fold, name=name, storage=out.storage, res=res, selection=args.selection,
-                           max_failures=args.max_failures, fresh=args.fresh)
+    progress = TrainProgress(console, name, cfg.train.epochs, "test" if args.selection == "test" else "inner-val")
+    try:
+        outcome = run_training(cfg, args.fold, name=name, storage=out.storage, res=res, selection=args.selection,
+                               max_failures=args.max_failures, fresh=args.fresh)
+    finally:
+        progress.close()
     if preempted():  # aborted by SIGTERM: checkpoints kept, nothing tested or summarised (cli.main says so)
         return PREEMPTED_EXIT
     test = None

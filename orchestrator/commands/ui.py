@@ -23,6 +23,7 @@ from orchestrator.env import NO_TELEMETRY
 from orchestrator.outputs import Outputs
 from orchestrator.tracking.secrets import mask_secrets
 from orchestrator.tracking.stores import check_postgres, is_postgres
+from orchestrator.tracking.ui_links import runs_view_lines
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -84,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         shown = mask_secrets(store) if store else out.mlflow_db
-        print(f"MLflow UI: {url}  (store {shown}; Ctrl-C stops it)\n"
-              f"runs of the experiments: {url}/#/experiments/<id>/runs?workflowType=machine_learning", flush=True)
+        print(f"MLflow UI: {url}  (store {shown}; Ctrl-C stops it)", flush=True)
+        print("\n".join(runs_view_lines(url)), flush=True)
         proc.wait()
         return proc.returncode or 0
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (orchestrator/preempt.py)

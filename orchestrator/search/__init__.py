@@ -1,1 +1,2 @@
-"""The search: a space's YAML, the study loop, one study's Tuner, the trial driver, selection and summaries."""
+"""The search: a space's YAML, the shipped spaces by name, the study loop, one study's Tuner and its progress line,
+the trial driver, selection and summaries."""

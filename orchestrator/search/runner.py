@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ifdd.config import to_dict
-from orchestrator.outputs import Outputs, write_json
+from orchestrator.outputs import DEFAULT_RUNS, RUNS_ENV, Outputs, write_json
 from orchestrator.planner import TrialPlan, plan_trials
 from orchestrator.ray_session import init_ray, live_nodes
 from orchestrator.search.results import Paths, result_from_payload, study_names, study_payload, summary_payload
@@ -66,8 +67,10 @@ class SearchRun:
 
 
 def runs_flag(out: Outputs) -> list[str]:
-    """``--runs ROOT`` when the root is not the default ./runs (hints must open the store that was written)."""
-    return [] if out.root == Path("runs").resolve() else ["--runs", str(out.root)]
+    """``--runs ROOT`` unless the root is ./runs with no $IFDD_RUNS set: a hint must open the store that was written
+    wherever it is run (an $IFDD_RUNS of this shell may be unset in the next)."""
+    default = out.root == Path(DEFAULT_RUNS).resolve() and not os.environ.get(RUNS_ENV)
+    return [] if default else ["--runs", str(out.root)]
 
 
 def open_search(space: SearchSpace, out: Outputs, uri: str, optuna: str) -> SearchRun:

@@ -19,7 +19,9 @@ import shutil
 from pathlib import Path
 
 from ifdd.config import to_dict
+from orchestrator.console import tune_output
 from orchestrator.planner import TrialPlan
+from orchestrator.search.progress import study_progress
 from orchestrator.search.results import Paths, StudyResult
 from orchestrator.search.selection import best_checkpoints, collect, select, test_once
 from orchestrator.search.space import SearchSpace
@@ -105,8 +107,10 @@ def _delete_study(study: str, paths: Paths) -> None:
 
 def run_study(space: SearchSpace, study: str, folds: list[int], paths: Paths, plan, *, restore: bool,
               tracking: TrialTracking) -> StudyResult:
-    tuner = make_tuner(space, study, folds, paths, plan, restore=restore, callbacks=[MLflowTrialCallback(tracking)])
-    grid = tuner.fit()
+    tuner = make_tuner(space, study, folds, paths, plan, restore=restore,
+                       callbacks=[MLflowTrialCallback(tracking), study_progress(space, study, folds)])
+    with tune_output():  # Tune's prints and Ray's relay to the log file, the progress line on the terminal
+        grid = tuner.fit()
     rows, complete = collect(grid, space)
     res = StudyResult(study, folds, complete, rows)
     if not complete:

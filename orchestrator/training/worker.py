@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,15 @@ from ifdd.model import build_model
 from ifdd.pipeline import build_split_loaders, build_training
 from ifdd.runconfig import RunConfig, run_config_from_dict
 from ifdd.weights import load_k400_weights
+from orchestrator.console import epoch_line
+
+
+def _say(line: str) -> None:
+    """One line on the worker's stdout, relayed once to the driver. Ray Train V2 replaces ``print`` in its workers
+    with a copy to stdout plus an INFO record on the root logger, whose handler writes to stderr: a printed line
+    would reach the driver twice."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -96,7 +106,7 @@ def _restore(ckpt, rank: int, device, model, parts) -> FitState:
     optimizer, schedule, scaler and RNG streams are restored in place."""
     with ckpt.as_directory() as latest:
         d, files = load_first_valid(_resume_candidates(Path(latest)), ("state.pt", "best.pt"), device,
-                                    warn=lambda msg: print(f"warning: rank {rank}: {msg}", flush=True))
+                                    warn=lambda msg: _say(f"warning: rank {rank}: {msg}"))
         if (d / "stop.json").is_file():
             raise RuntimeError(f"this run stopped: {json.loads((d / 'stop.json').read_text())['reason']}; "
                                "start it again with --fresh (or another --name) after fixing the config")
@@ -123,10 +133,8 @@ class Reporter:
         if self.rank != 0:
             ray.train.report(metrics)
             return
-        select = self.cfg.train.select_metric
-        print(f"{self.label} epoch {metrics['epoch']}/{self.cfg.train.epochs} fold {self.fold}: "
-              f"train_loss {metrics['train_loss']:.4f} {select} {metrics[select]:.4f} (best {state.best['value']:.4f} "
-              f"@ {state.best['epoch']}) lr {metrics['lr']:.2e} {metrics['clips_per_s']:.1f} clips/s", flush=True)
+        _say(epoch_line(self.label, metrics["epoch"], self.cfg.train.epochs, self.fold, metrics,
+                        self.cfg.train.select_metric, state.best["value"], state.best["epoch"]))
         p = self.parts
         with tempfile.TemporaryDirectory(prefix="ifdd-ckpt-") as d:
             save_checkpoint(Path(d) / "state.pt", {
@@ -182,8 +190,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if cfg.train.init_weights and ckpt is None:
         report = load_k400_weights(model, cfg.train.init_weights)
         if rank == 0:
-            print(f"backbone from {cfg.train.init_weights}: {len(report.loaded)} tensors loaded, "
-                  f"{len(report.missing)} left at init, {len(report.unexpected)} unexpected", flush=True)
+            _say(f"backbone from {cfg.train.init_weights}: {len(report.loaded)} tensors loaded, "
+                 f"{len(report.missing)} left at init, {len(report.unexpected)} unexpected")
     model = ray.train.torch.prepare_model(model.to(device), move_to_device=device)
     parts = build_training(cfg, model, loaders.class_counts, steps_per_epoch=len(train_loader), device=device)
     state = _restore(ckpt, rank, device, model, parts) if ckpt else None

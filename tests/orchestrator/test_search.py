@@ -43,7 +43,7 @@ def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tm
     assert (results / "summary.md").read_text().count("| 1 |") == 1
 
     versions_before = _check_mlflow(tmp_path / "runs", summary)
-    assert {"fw-fold1-optimization_history.html", "fw-fold1-parallel_coordinate.html"} <= {
+    assert {"fw-fold1-optimization_history.json", "fw-fold1-parallel_coordinate.json", "fw-fold1-optuna.html"} <= {
         p.name for p in (results / "plots").iterdir()}
 
     assert main(["report", "--runs", str(tmp_path / "runs"), "--experiment", "fw"]) == 0
@@ -51,7 +51,8 @@ def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tm
     assert "nested estimate" in report and "| 1 | " in report and "| 2 | " in report
     assert "FineCLIPER | 65.98 | 76.21" in report and "not reproduced here" in report
     page = (tmp_path / "runs" / "reports" / "fw" / "report.html").read_text()
-    assert "data:image/png;base64," in page and "fw-fold1-optimization_history.html" in page
+    assert "data:image/png;base64," in page and "<h3>fw-fold1: optimization history</h3>" in page
+    assert "<h3>fw-fold2: learning curves (fold 2)</h3>" in page and page.count("plotly.js v") == 1
 
     # A second run refuses to overwrite; --resume reuses the finished folds without training or re-registering.
     assert main(["search", "--space", str(space), "--runs", str(storage.parent)]) == 2

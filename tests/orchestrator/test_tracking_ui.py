@@ -76,7 +76,7 @@ def test_mlflow_ui_in_chromium_runs_under_parents_and_compare_view(searched, ifd
             page.get_by_text("Per-fold test results").wait_for(timeout=30000)
             assert page.locator("#folds tr").count() == 2  # header + fold 1
             assert "nested estimate" in page.locator(".label").inner_text()
-            assert page.locator("img").count() == 1 and page.locator("iframe").count() >= 2
+            assert page.locator("img").count() == 1 and page.locator(".js-plotly-plot").count() >= 2
             page.screenshot(path=str(shots / "report.png"), full_page=True)
             browser.close()
     finally:
