@@ -124,7 +124,8 @@ def test_launch_submits_one_job_per_fold_and_they_succeed(small_manifest, tmp_pa
                 "--runs", str(storage.parent), "--wait", cwd=tmp_path, env=ifdd_env, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert run.stdout.count("submitted ifdd-lj-fold") == 2
-    status = _ifdd("launch", "--status", "--address", dashboard, cwd=tmp_path, env=ifdd_env, timeout=60)
+    status = _ifdd("launch", "--status", "--address", dashboard, "--runs", str(storage.parent), cwd=tmp_path,
+                   env=ifdd_env, timeout=60)
     assert status.returncode == 0 and status.stdout.count("SUCCEEDED") == 2, status.stdout
     for fold in (1, 2):
         study = json.loads((storage.parent / "search" / "lj" / f"lj-fold{fold}.json").read_text())

@@ -55,8 +55,9 @@ def start_mlflow_server(store: Path, port: int, env: dict, log: Path) -> subproc
     import urllib.request
 
     from orchestrator.commands.ui import server_command
+    from orchestrator.outputs import Outputs
 
-    proc = subprocess.Popen(server_command(store, "127.0.0.1", port), env={
+    proc = subprocess.Popen(server_command(Outputs.resolve(str(store)), "127.0.0.1", port), env={
         **env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=open(log, "a"), stderr=subprocess.STDOUT,
         start_new_session=True)
     deadline = time.time() + 90
