@@ -12,14 +12,14 @@ import yaml
 from ifdd_testkit.fixtures import split_size
 from ifdd_testkit.procio import Proc
 
-from orchestrator.commands.demo import DEMO_SPACE
+from orchestrator.search.shipped import resolve_space
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.mark.timeout(900)  # ~90 s on 2 quiet cores: 700 synthetic clips, Ray start, one trial, the pt2 export
 def test_demo_runs_end_to_end_in_an_empty_folder(tmp_path, ifdd_env):
-    doc = yaml.safe_load(DEMO_SPACE.read_text())
+    doc = yaml.safe_load(resolve_space("demo").read_text())  # the shipped space `demo`
     doc["base"]["train"].update({"max_steps_per_epoch": 2})
     doc["base"]["optim"].update({"warmup_epochs": 0})  # a warmup must end before the (single) epoch does
     doc["budget"].update({"num_samples": 1, "max_epochs": 1, "scheduler": "none", "grace_period": 1})

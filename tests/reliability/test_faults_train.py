@@ -35,16 +35,25 @@ def test_sigterm_then_corrupt_checkpoint_then_resume_loses_no_epoch(small_manife
     kept = fc.checkpoints(run)
     assert kept, "no checkpoint kept after SIGTERM"
 
-    # the newest checkpoints go bad (a disk error, a copy cut short): every one but the oldest kept
-    for d in kept[1:]:
-        fc.flip_byte(d / "state.pt")
-    fallback_epoch = int(load_checkpoint(kept[0] / "state.pt")["epoch"])
+    # The checkpoint Ray hands back on resume is the newest it registered (its snapshot's latest result), which may
+    # be older than the newest folder on disk when the SIGTERM lands between a save and its registration. That one
+    # and everything newer go bad (a disk error, a copy cut short); the run must fall back to the one before it.
+    snapshot = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
+    handed = run / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
+    assert handed in kept, (handed, kept)
+    older = [d for d in kept if d.name < handed.name]
+    assert older, f"Ray kept no checkpoint before {handed.name} (num_to_keep=2): {kept}"
+    for d in kept:
+        if d.name >= handed.name:
+            fc.flip_byte(d / "state.pt")
+    fallback = older[-1]
+    fallback_epoch = int(load_checkpoint(fallback / "state.pt")["epoch"])
 
     second = fc.Proc(argv, tmp_path, env)
     rc = second.wait(600)
     assert rc == 0, second.out[-4000:]
     warnings = fc.grep(r"warning: rank 0: skipped \d+ unusable checkpoint", second.out)
-    assert warnings and "SHA-256 mismatch" in warnings[0] and f"resuming from {kept[0]}" in warnings[0], \
+    assert warnings and "SHA-256 mismatch" in warnings[0] and f"resuming from {fallback}" in warnings[0], \
         second.out[-4000:]
     summary = json.loads((storage.parent / "train" / "pre" / "summary.json").read_text())
     assert fc.epochs_of(summary["history"]) == [1, 2, 3, 4, 5, 6], summary["history"]
