@@ -62,26 +62,31 @@ class ISSM(nn.Module):
         receptive_field: offsets lie in (−rf, rf).
         learn_offsets: False gives the fixed lazy split at the base positions (the no-ISSM ablation).
         reference_grid: reproduce the reference repo's shifted sampling grid.
+        static_offsets: False keeps the static slots at their base positions with no offset head, for a caller
+            whose static branch feeds nothing (the last lifting level without LADM): a parameter outside the loss's
+            graph would stall DDP's gradient reduction.
     """
 
     def __init__(self, dim: int, num_slots: int, num_static: int, pool_size: int = 7, receptive_field: float = 2.0,
-                 learn_offsets: bool = True, reference_grid: bool = False):
+                 learn_offsets: bool = True, reference_grid: bool = False, static_offsets: bool = True):
         super().__init__()
         self.num_slots, self.num_static = num_slots, num_static
         self.pool_size, self.rf = pool_size, receptive_field
         self.learn_offsets, self.reference_grid = learn_offsets, reference_grid
+        self.static_offsets = learn_offsets and static_offsets
         static, dynamic = base_positions(num_slots, num_static)
         self.register_buffer("base_static", static, persistent=False)
         self.register_buffer("base_dynamic", dynamic, persistent=False)
         if learn_offsets:
             self.descriptor = nn.Conv2d(dim, DESCRIPTOR_CHANNELS, 1)
-            self.offset_static = nn.Linear(num_slots * num_slots, num_static, bias=False)
+            if self.static_offsets:
+                self.offset_static = nn.Linear(num_slots * num_slots, num_static, bias=False)
             self.offset_dynamic = nn.Linear(num_slots * num_slots, num_slots - num_static, bias=False)
             self.reset_offsets()
 
     def reset_offsets(self) -> None:
         # std 0.03: offsets start near ±0.05 slots, i.e. close to the lazy split (ifdd-spec.md §2.4)
-        for lin in (self.offset_static, self.offset_dynamic):
+        for lin in (self.offset_static, self.offset_dynamic) if self.static_offsets else (self.offset_dynamic,):
             nn.init.trunc_normal_(lin.weight, std=0.03)
 
     def positions(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,8 +100,10 @@ class ISSM(nn.Module):
         frames = F.adaptive_avg_pool2d(frames, self.pool_size)
         e = F.gelu(self.descriptor(frames)).reshape(b, t, -1)  # (B, T, 7·p·p)
         gram = e @ e.transpose(1, 2) / c  # (B, T, T) inter-frame correlation
-        off_s = torch.tanh(self.offset_static(gram.softmax(-1).flatten(1))) * self.rf
         off_d = torch.tanh(self.offset_dynamic((-gram).softmax(-1).flatten(1))) * self.rf
+        if not self.static_offsets:
+            return static, dynamic + off_d
+        off_s = torch.tanh(self.offset_static(gram.softmax(-1).flatten(1))) * self.rf
         return static + off_s, dynamic + off_d
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -87,16 +87,18 @@ class SelfAttention(nn.Module):
 class LiftingLevel(nn.Module):
     """One split + (update, predict) + post-processing + token pooling. See the module docstring."""
 
-    def __init__(self, cfg: ModelConfig, num_slots: int, num_static: int):
+    def __init__(self, cfg: ModelConfig, num_slots: int, num_static: int, last: bool = True):
         super().__init__()
         dim, side = cfg.top_dim, cfg.fused_size
         self.slots, self.static = num_slots, num_static
         self.dynamic = num_slots - num_static
         self.use_ladm, self.update_first = cfg.use_ladm, cfg.update_first
+        # Without LADM the static branch only feeds the next level: in the last level it feeds nothing, so its
+        # offsets and norm are not built (DDP cannot reduce gradients of parameters outside the graph).
         self.issm = ISSM(dim, num_slots, num_static, pool_size=cfg.issm_pool_size,
                          receptive_field=cfg.issm_receptive_field, learn_offsets=cfg.use_issm,
-                         reference_grid=cfg.issm_positions == "reference")
-        self.norm_static = nn.LayerNorm(dim)
+                         reference_grid=cfg.issm_positions == "reference", static_offsets=cfg.use_ladm or not last)
+        self.norm_static = nn.LayerNorm(dim) if cfg.use_ladm else None
         self.norm_dynamic = nn.LayerNorm(dim)
         if cfg.use_ladm:
             self.update = CrossAttention(dim, cfg.lifting_heads, cfg.value_residual)
@@ -113,10 +115,10 @@ class LiftingLevel(nn.Module):
         """x (B, C, T, H, W) -> feature (B, C), next-level input (B, C, k, H, W), gc map (B, H, W) or None."""
         _, _, _, h, w = x.shape
         x_a, x_d = self.issm(x)
-        a = self.norm_static(_tokens(x_a))  # (B, k·H·W, C)
         d = self.norm_dynamic(_tokens(x_d))  # (B, (T−k)·H·W, C)
         gc_map, nxt = None, x_a
         if self.use_ladm:
+            a = self.norm_static(_tokens(x_a))  # (B, k·H·W, C)
             hw = h * w
             if self.update_first:
                 a = a + self.update(a, d, self.static, self.dynamic, hw)
@@ -140,9 +142,9 @@ class LADM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.levels = nn.ModuleList()
-        n = cfg.temporal_slots
-        for k, _ in cfg.slots:
-            self.levels.append(LiftingLevel(cfg, n, k))
+        n, plan = cfg.temporal_slots, cfg.slots
+        for i, (k, _) in enumerate(plan):
+            self.levels.append(LiftingLevel(cfg, n, k, last=i == len(plan) - 1))
             n = k
         depth = len(self.levels)
         self.level_fuse = nn.Linear(depth * cfg.top_dim, cfg.top_dim) if depth > 1 else None

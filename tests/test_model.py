@@ -113,7 +113,7 @@ def test_ablations_run(use_issm, use_ladm):
         assert model.lifting is None and out["gc_maps"] == []
         assert not any(n.startswith("lifting.") for n in names)
         return
-    assert any("offset_static" in n for n in names) == use_issm
+    assert any("offset_dynamic" in n for n in names) == use_issm
     assert any(".update." in n for n in names) == use_ladm
     assert (len(out["gc_maps"]) == 1) == use_ladm
     out["logits"].sum().backward()
