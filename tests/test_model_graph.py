@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ifdd_testkit.ddp_workers import ablation_rank
 
 from ifdd.config import LossConfig, model_preset
 from ifdd.loss import IFDDLoss
 from ifdd.model import build_model
-
-sys.path.insert(0, str(Path(__file__).parent))  # spawn re-imports the rank function by module name
-
-import ddp_ablation_worker  # noqa: E402
 
 VARIANTS = [(issm, ladm, depth) for issm in (True, False) for ladm in (True, False) for depth in (1, 2)
             if issm or ladm]
@@ -43,6 +37,6 @@ def test_no_ladm_keeps_learned_static_offsets_only_where_they_feed_a_level():
 @pytest.mark.parametrize("overrides", [{"use_ladm": False}, {"use_ladm": False, "lifting_depth": 2}])
 def test_two_ddp_workers_train_the_no_ladm_ablation(tmp_path, overrides):
     out = tmp_path / "loss.pt"
-    mp.spawn(ddp_ablation_worker.run_rank, args=(2, str(tmp_path / "init"), overrides, str(out)), nprocs=2,
+    mp.spawn(ablation_rank, args=(2, str(tmp_path / "init"), overrides, str(out)), nprocs=2,
              join=True)
     assert torch.isfinite(torch.load(out, weights_only=True)["loss"])

@@ -1,8 +1,8 @@
 """Load: 3 fold-wise searches at once (`ifdd search --folds k --share 3`, what `ifdd launch` submits for folds 1-3)
 on a local multi-node Ray cluster (a head and two worker nodes, each a real raylet process tree started by
 `ray.cluster_utils.Cluster`), 2 trials per fold, 6 in all: more searches than nodes, so searches share nodes and
-trials queue, which is what the test is about (at 5 x 4 it took 6 min and proved nothing more). Every study finishes complete, and afterwards the
-cluster holds no placement group or actor of the studies."""
+trials queue, which is what the test is about (at 5 x 4 it took 6 min and proved nothing more). Every study
+finishes complete, and afterwards the cluster holds no placement group or actor of the studies."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def cluster():
 
 
 @pytest.mark.timeout(1800)  # ~3 min on 2 quiet cores; CI machines are noisy
-def test_concurrent_fold_jobs_on_a_multi_node_cluster_all_finish_and_leak_nothing(small_manifest, tmp_path, cluster, write_space,
-                                                            ifdd_env):
+def test_concurrent_fold_jobs_on_a_multi_node_cluster_all_finish_and_leak_nothing(small_manifest, tmp_path, cluster,
+                                                                                   write_space, ifdd_env):
     import ray
     from ray.util.state import list_actors, list_placement_groups
 
