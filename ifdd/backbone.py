@@ -1,6 +1,6 @@
 """MViTv2 backbone (Li et al., "MViTv2", CVPR 2022) truncated to IFDD's XS stack, and the stage-2/3 pyramid fusion.
 
-Written from the papers' maths (``ifdd-spec.md`` §1): pooling attention with residual pooling, decomposed relative
+Written from the papers' maths (docs/model.md §3): pooling attention with residual pooling, decomposed relative
 position embeddings, a class token kept out of pooling and of the residual, projection after attention when the
 width changes, row-mode stochastic depth growing linearly over the blocks.
 

@@ -4,7 +4,7 @@ Every dataclass is frozen and checks itself in ``__post_init__``: a combination 
 ``ValueError`` that names the field and the reason, before any tensor is allocated. ``from_dict`` turns plain
 mappings (e.g. parsed YAML) into these classes and rejects unknown keys and wrong types.
 
-Shapes and defaults follow ``ifdd-spec.md`` §1–4 (the reference MViTv2-XS model on 16×224² DFEW clips).
+Shapes and defaults follow docs/model.md §2–§8 (the reference MViTv2-XS model on 16×224² DFEW clips).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def slot_plan(num_slots: int, split_ratio: float, lifting_depth: int) -> list[tu
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """IFDD on a multiscale ViT (MViTv2) backbone. Defaults are the paper's XS model (``ifdd-spec.md`` §1)."""
+    """IFDD on a multiscale ViT (MViTv2) backbone. Defaults are the paper's XS model (docs/model.md §2.1)."""
 
     num_classes: int = 7
     """Output classes (DFEW: 7)."""
@@ -198,7 +198,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Disentanglement loss: task CE + lambda_gc * global-context constraint (``ifdd-spec.md`` §4)."""
+    """Disentanglement loss: task CE + lambda_gc * global-context constraint (docs/model.md §8)."""
 
     label_smoothing: float = 0.1
     lambda_gc: float = 0.1
@@ -325,7 +325,7 @@ def coerce_value(tp: Any, value: Any, key: str) -> Any:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW + warmup/cosine schedule (``ifdd-spec.md`` §5.1). Used by ``ifdd.engine``.
+    """AdamW + warmup/cosine schedule (docs/model.md §9.1–§9.2). Used by ``ifdd.engine``.
 
     The effective base lr is ``lr * global_batch / 32`` when ``lr_scale_batch`` is on (the reference's rule: lr 1e-4
     at batch 16 trains at 5e-5), else ``lr`` as given.

@@ -1,4 +1,4 @@
-"""Recognition head: Dropout + Linear on the (B, C) dynamic feature (``ifdd-spec.md`` §1.5)."""
+"""Recognition head: Dropout + Linear on the (B, C) dynamic feature (docs/model.md §7)."""
 
 from __future__ import annotations
 

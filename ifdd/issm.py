@@ -1,4 +1,4 @@
-"""ISSM: Inter-frame Static-dynamic Splitting Module (``ifdd-spec.md`` §2), generalised to any split ratio.
+"""ISSM: Inter-frame Static-dynamic Splitting Module (docs/model.md §5), generalised to any split ratio.
 
 Each frame is summarised by a small descriptor e_t; the inter-frame Gram matrix G = E·Eᵀ / C gives two row-softmaxes,
 softmax(+G) (frames like the others: static/global) and softmax(−G) (frames unlike the others: dynamic). Linear heads
@@ -85,7 +85,7 @@ class ISSM(nn.Module):
             self.reset_offsets()
 
     def reset_offsets(self) -> None:
-        # std 0.03: offsets start near ±0.05 slots, i.e. close to the lazy split (ifdd-spec.md §2.4)
+        # std 0.03: offsets start near ±0.05 slots, i.e. close to the lazy split (docs/model.md §5.5)
         for lin in (self.offset_static, self.offset_dynamic) if self.static_offsets else (self.offset_dynamic,):
             nn.init.trunc_normal_(lin.weight, std=0.03)
 

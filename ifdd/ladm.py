@@ -1,4 +1,4 @@
-"""LADM: Lifting-based Aggregation-Disentanglement Module (``ifdd-spec.md`` §3), with ``lifting_depth`` levels.
+"""LADM: Lifting-based Aggregation-Disentanglement Module (docs/model.md §6), with ``lifting_depth`` levels.
 
 Classic lifting splits a signal into even/odd samples, predicts the odd from the even (detail d ← d − P(s)) and
 updates the even with the detail (approximation s ← s + U(d)). IFDD learns it: ISSM does the split, P and U are

@@ -1,4 +1,4 @@
-"""Disentanglement loss (``ifdd-spec.md`` §4): L = CE_soft(w) + lambda_gc * L_gc.
+"""Disentanglement loss (docs/model.md §8): L = CE_soft(w) + lambda_gc * L_gc.
 
 - CE_soft: soft-target cross-entropy. Integer labels are label-smoothed here; soft targets (from mixup/cutmix, which
   smooth their own targets) are used as given. With ``class_balance`` = b > 0 each class's term is weighted by

@@ -1,4 +1,4 @@
-"""Kinetics-400 initialisation: map a torchvision ``mvit_v2_s`` state dict onto the XS backbone (``ifdd-spec.md`` §1.2).
+"""Kinetics-400 initialisation: map a torchvision ``mvit_v2_s`` state dict onto the XS backbone (docs/model.md §4).
 
 MViTv2-S has stages [1, 2, 11, 2] (16 blocks); XS keeps [1, 2, 5, 2] (10 blocks). Source blocks 0–7 are copied
 unchanged and source blocks 14 and 15 (the last stage) become XS blocks 8 and 9; blocks 8–13 are unused. The stem

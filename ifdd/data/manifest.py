@@ -1,6 +1,6 @@
 """The DFEW release as shipped -> a validated Parquet clip manifest with per-fold roles (``ifdd data index``).
 
-Reading the release (``ifdd-spec.md`` §7):
+Reading the release (docs/model.md §11):
 - split folders under ``EmoLabel_DataSplit/``: ``train(single-labeled)``, ``train(single_labeled)`` or the renamed
   ``train_single-labeled`` / ``train_single_labeled``; the test side as ``test…`` or the reference repo's ``val…``.
   Each holds ``set_1.csv`` … ``set_5.csv`` with the header ``video_name,label`` (a UTF-8 BOM is accepted);
@@ -79,7 +79,7 @@ VERSION = 1
 SYNTH_MARKER = "SYNTHETIC.json"
 """Written by ``ifdd data synth`` at the root of a synthetic tree."""
 
-# The real release: 11,697 single-labeled clips in the splits; (train, test) per fold (ifdd-spec.md §7).
+# The real release: 11,697 single-labeled clips in the splits; (train, test) per fold (docs/model.md §11.5).
 EXPECTED_DFEW = {1: (9356, 2341), 2: (9356, 2341), 3: (9357, 2340), 4: (9358, 2339), 5: (9361, 2336)}
 EXPECTED_DFEW_TOTAL = 11697
 

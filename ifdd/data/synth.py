@@ -1,6 +1,6 @@
 """Synthetic data in the DFEW release layout (``ifdd data synth``), for tests, demos and CPU smoke runs.
 
-What is written under ``out`` (``ifdd-spec.md`` §7):
+What is written under ``out`` (docs/model.md §11.7):
 
     Clip/clip_224x224_16f/<5-digit id>/<n>.jpg       frame folders, n = 1..T   (format frames|both)
     Clip/original/<5-digit id>.mp4                   H.264 yuv420p, GOP = T    (format mp4|both)
@@ -132,7 +132,7 @@ def render_clip(label: int, frames: int, size: int, rng: np.random.Generator) ->
 
 # Writers ------------------------------------------------------------------------------------------------------
 def write_mp4(path: Path, clip: np.ndarray, fps: int = 25) -> None:
-    """(T, H, W, 3) uint8 -> H.264 mp4 (yuv420p, one keyframe per T frames so random access is cheap, P10)."""
+    """(T, H, W, 3) uint8 -> H.264 mp4 (yuv420p, one keyframe per T frames so random access is cheap, docs/stack.md P14)."""
     import av  # deferred: only synth writes videos
 
     frames, height, width, _ = clip.shape

@@ -1,7 +1,7 @@
-"""Clip transforms on tensors (no torchvision: its wheels do not import with the CPU torch, stack-notes P9b).
+"""Clip transforms on tensors (no torchvision: its wheels do not import with the CPU torch, docs/stack.md P16).
 
-Data flow (design.md): decoded uint8 (T, H, W, 3) -> float (C, T, H, W) in [0, 1], no mean/std normalisation
-(the reference does none, ``ifdd-spec.md`` §8 5e).
+Data flow (docs/architecture.md): decoded uint8 (T, H, W, 3) -> float (C, T, H, W) in [0, 1], no mean/std normalisation
+(the reference does none, docs/model.md §3.6 and §10.1).
 
 - ``EvalTransform``: convert, and resize to ``size`` (bicubic, antialiased) when the clip is another size.
 - ``TrainTransform`` (spec §5.1, strong aug): one set of random parameters per clip (``ClipParams``), shared by all

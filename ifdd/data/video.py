@@ -2,7 +2,7 @@
 
 Every reader returns ``uint8`` arrays shaped (T, H, W, 3), RGB. A clip's media is either a frame folder
 (``kind="frames"``, one image per frame, ordered by the trailing integer of the file stem, so ``x_10.jpg`` follows
-``x_9.jpg``; ``ifdd-spec.md`` §7) or a video file (``kind="video"``, read with decord on one thread: the index
+``x_9.jpg``; docs/model.md §11.4) or a video file (``kind="video"``, read with decord on one thread: the index
 and the DataLoader workers supply the parallelism).
 
 Frame sampling (``sample_indices``):

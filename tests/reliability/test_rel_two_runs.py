@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 CLEANER_FAILURE = ("multiple active Ray instances", "Failed to query Ray Train Controller actor state",
                    "Failed to clean up placement group")
-"""What Train's placement-group cleaner logs when it looks at the wrong Ray or none (P9)."""
+"""What Train's placement-group cleaner logs when it looks at the wrong Ray or none (docs/stack.md P9)."""
 
 
 def _mlflow_runs(db: Path) -> list[tuple[str, str]]:
