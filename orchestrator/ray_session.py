@@ -16,8 +16,8 @@ interface; they check the token all the same (docs/reliability.md has the table)
 Two local Rays on one machine are isolated: each has its own address, ports (the two metrics ports Ray otherwise
 fixes at 44217/44227 included), session folder and token, and Ray Train's placement-group cleaner, which finds "the"
 cluster by looking for running GCS processes (and fails with "Found multiple active Ray instances", leaking
-placement groups: docs/stack.md P9), is pointed at this command's own dashboard through ``RAY_API_SERVER_ADDRESS``, set before the
-workers exist.
+placement groups: docs/stack.md P9), is pointed at this command's own dashboard through ``RAY_API_SERVER_ADDRESS``,
+set before the workers exist.
 
 Joining a cluster (``--address``, or ``RAY_ADDRESS`` inside a Ray Job) sends its token from ``RAY_AUTH_TOKEN``,
 ``RAY_AUTH_TOKEN_PATH`` or Ray's default ``~/.ray/auth_token`` (Ray's own order); ``check_cluster_token`` asks the GCS

@@ -132,7 +132,8 @@ def render_clip(label: int, frames: int, size: int, rng: np.random.Generator) ->
 
 # Writers ------------------------------------------------------------------------------------------------------
 def write_mp4(path: Path, clip: np.ndarray, fps: int = 25) -> None:
-    """(T, H, W, 3) uint8 -> H.264 mp4 (yuv420p, one keyframe per T frames so random access is cheap, docs/stack.md P14)."""
+    """(T, H, W, 3) uint8 -> H.264 mp4 (yuv420p, one keyframe per T frames so random access is cheap: docs/stack.md
+    P14)."""
     import av  # deferred: only synth writes videos
 
     frames, height, width, _ = clip.shape
