@@ -62,3 +62,21 @@ def test_summary_takes_in_the_other_fold_jobs_finished_studies(tmp_path, capsys)
     assert [g["study"] for g in got] == [f"{space.name}-fold1"]  # partial, untracked, ours and unreadable left out
     assert "fold5.json: not read into the summary" in capsys.readouterr().err
     assert sibling_studies(space.with_folds([1, 2], "cross-fold"), paths, set()) == []
+
+
+def test_two_objective_front_keeps_every_trade_off_and_drops_each_dominated_trial():
+    import dataclasses
+
+    from orchestrator.search.space import Objective
+
+    space = load_space(ROOT / "search_spaces" / "smoke.yaml")
+    space = dataclasses.replace(space, objective=Objective(("val_uar", "val_war"), ("max", "max")))
+    rows = [_row("uar", 0.60, 0.30), _row("war", 0.30, 0.60), _row("mid", 0.45, 0.45),  # three trade-offs
+            _row("dom", 0.44, 0.44),  # below "mid" on both: dominated
+            _row("tie", 0.30, 0.55),  # equal to "war" on UAR, worse on WAR: dominated by it
+            _row("twin", 0.45, 0.45),  # equal to "mid" on both: not dominated (nothing is strictly better)
+            _row("inf", 0.99, 0.99, status="infeasible"), _row("nock", 0.90, 0.90)]
+    rows[-1] = dataclasses.replace(rows[-1], checkpoint=None)  # a fold-wise trial without a checkpoint: ineligible
+    best, front = select(rows, space)
+    assert best.trial_id == "uar"  # the first objective metric decides the best
+    assert sorted(front) == ["mid", "twin", "uar", "war"]
