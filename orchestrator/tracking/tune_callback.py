@@ -59,9 +59,13 @@ class TrialTracking:
 
 
 class MLflowTrialCallback(ray.tune.Callback):
+    """One point per epoch: a trial resumed in a later driver (after a kill), or a restored run that reports its
+    last epoch again, would otherwise log an epoch twice; the steps already in MLflow are read once per run."""
+
     def __init__(self, tracking: TrialTracking):
         self.tracking = tracking
         self.runs: dict[str, str] = {}
+        self.logged: dict[str, set[int]] = {}
         self.failed = False
 
     def _safe(self, fn, *args) -> Any:
@@ -79,8 +83,11 @@ class MLflowTrialCallback(ray.tune.Callback):
     def _run(self, trial) -> str | None:
         if trial.trial_id not in self.runs:
             run_id = self._safe(self.tracking.trial_run, trial.trial_id, dict(trial.config or {}))
-            if run_id:
+            history = self._safe(self.tracking.tracker.client.get_metric_history, run_id, "val_uar") if run_id \
+                else None
+            if run_id and history is not None:
                 self.runs[trial.trial_id] = run_id
+                self.logged[run_id] = {int(m.step) for m in history}
         return self.runs.get(trial.trial_id)
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -88,9 +95,11 @@ class MLflowTrialCallback(ray.tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run(trial)
-        if run_id and "epoch" in result:
+        if run_id and "epoch" in result and int(result["epoch"]) not in self.logged[run_id]:
             metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
             self._safe(self.tracking.tracker.log_metrics, run_id, metrics, int(result["epoch"]))
+            if not self.failed:
+                self.logged[run_id].add(int(result["epoch"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run(trial)

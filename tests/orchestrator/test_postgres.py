@@ -203,7 +203,8 @@ def test_search_on_postgres_keeps_optuna_and_mlflow_there_and_resumes(postgres, 
     outputs += [done.stdout, done.stderr]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "study pgs-fold1: resuming" in done.stdout
-    assert f"Optuna: {opt}" in done.stdout and f"ifdd ui --tracking-uri {ml}" in done.stdout
+    assert f"Optuna: {opt}" in done.stdout
+    assert f"browse with `ifdd ui --runs {storage.parent} --tracking-uri {ml}`" in done.stdout  # a command that opens it
 
     runs = tmp_path / "runs"
     assert not (runs / "optuna.db").exists() and not (runs / "mlflow.db").exists()

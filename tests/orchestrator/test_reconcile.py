@@ -78,3 +78,22 @@ def test_run_history_falls_back_past_a_corrupt_newest_checkpoint(tmp_path, capsy
     assert [h["epoch"] for h in run_history(run)] == [1]
     assert "SHA-256 mismatch" in capsys.readouterr().err
     assert run_history(tmp_path / "no-such-run") == []
+
+
+def test_the_live_callback_logs_each_epoch_once_across_drivers_and_re_reports(study):
+    """A trial resumed by a second driver (after a kill) re-reports the epoch it restored from; the run already
+    has that point from the first driver, and a restored run may report its last epoch again."""
+    from types import SimpleNamespace
+
+    from orchestrator.tracking.tune_callback import MLflowTrialCallback
+
+    _, _, _, tracking = study
+    trial = SimpleNamespace(trial_id="t1", config={"loss.lambda_gc": 0.1})
+    first = MLflowTrialCallback(tracking)  # the first driver: epochs 1-2, then killed
+    for e in (1, 2):
+        first.on_trial_result(0, [], trial, _epoch(e))
+    second = MLflowTrialCallback(tracking)  # the resumed driver: epoch 2 again, then 3, then 3 re-reported
+    for e in (2, 3, 3):
+        second.on_trial_result(0, [], trial, _epoch(e))
+    assert first.runs["t1"] == second.runs["t1"]
+    assert _steps(tracking, second.runs["t1"]) == [1, 2, 3]

@@ -60,7 +60,8 @@ def test_mlflow_ui_in_chromium_runs_under_parents_and_compare_view(searched, ifd
             page.screenshot(path=str(shots / "experiment-runs.png"))
             # the parent row's expander must be there (a changed UI fails here instead of skipping the check), and
             # expanding it must show the trials' child runs
-            expand = page.locator("[data-testid*='expand'], button[aria-label*='xpand']").first
+            # (MLflow 3.17: the one icon button in the parent's Run Name cell, before its colour swatch and link)
+            expand = page.get_by_role("gridcell").filter(has_text="ui-fold1").locator("button").first
             expand.wait_for(state="visible", timeout=30000)
             expand.click()
             page.get_by_text(children[0].info.run_name).first.wait_for(timeout=30000)

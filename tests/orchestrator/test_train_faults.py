@@ -22,8 +22,8 @@ def test_killed_worker_resumes_from_checkpoint(small_manifest, tmp_path, write_r
     storage = tmp_path / "runs" / "ray"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60"}
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "train", "--config", str(cfg), "--fold", "1",
-                             "--workers", "1", "--runs", str(storage.parent),
-            "--name", "faulty", "--max-failures", "2"],
+                             "--workers", "1", "--runs", str(storage.parent), "--name", "faulty", "--max-failures", "2",
+                             "--verbose"],  # the workers' lines (the controller names rank 0's pid) on the terminal
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)

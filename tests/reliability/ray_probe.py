@@ -124,6 +124,24 @@ def grpc_codes(host: str, port: int, token: str | None = None) -> dict[str, str]
     return codes
 
 
+def is_c10d_store(host: str, port: int) -> bool:
+    """Whether torch.distributed's rendezvous store (``TCPStore``, which Ray Train starts on rank 0 for every run,
+    one worker included) answers there: a client connects and asks for a key that does not exist. In a child
+    process with a deadline: a listener that accepts and never answers keeps a store client past its own timeout."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from datetime import timedelta; import torch.distributed as d; "
+            "s = d.TCPStore(sys.argv[1], int(sys.argv[2]), is_master=False, timeout=timedelta(seconds=3), "
+            "wait_for_workers=False); print(s.check(['ifdd-probe-no-such-key']))")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, host, str(port)], capture_output=True, text=True,
+                              timeout=20)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0 and done.stdout.strip() == "False"
+
+
 def verdict(listener: Listener, token: str) -> dict:
     """How ``listener`` answers without the token, and with it: ``refused`` (HTTP 401/403 or gRPC UNAUTHENTICATED
     for some call that the token makes work), ``metrics`` (a Prometheus exporter, read-only, no token asked),
@@ -131,6 +149,9 @@ def verdict(listener: Listener, token: str) -> dict:
     host = "127.0.0.1" if listener.host in ("*", "0.0.0.0", "[::]") else listener.host.strip("[]").removeprefix(
         "::ffff:")
     row = {"address": f"{listener.host}:{listener.port}", "process": listener.process, "loopback": listener.loopback}
+    if not listener.loopback and listener.process == "ray::RayTrainWorker" and is_c10d_store(host, listener.port):
+        row.update(protocol="c10d", verdict="c10d-store")
+        return row
     status, _ = http_get(host, listener.port)
     if status != "not HTTP":
         with_token, _ = http_get(host, listener.port, token=token)

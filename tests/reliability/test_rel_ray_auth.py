@@ -198,8 +198,11 @@ def test_a_local_search_listens_on_loopback_only_and_every_port_checks_the_token
     kinds = {r["process"] for r in table}
     assert {"gcs_server", "raylet", "dashboard.py", "ray::DashboardAgent"} <= kinds, kinds
     assert any(k.startswith("ray::") and "Agent" not in k for k in kinds), kinds  # Tune/Train workers were seen
-    exposed = [r for r in table if not r["loopback"]]
-    assert exposed == [], exposed  # nothing listens beyond loopback
+    # Nothing of Ray listens beyond loopback. torch.distributed's rendezvous store does, in rank 0 of each Train run,
+    # for the run's length: torch binds it to every interface and has no option to bind one address, and it asks
+    # for no credential (docs/reliability.md, "Ray's ports and token"); it is tolerated here and nothing else is.
+    exposed = [r for r in table if not r["loopback"] and r["verdict"] != "c10d-store"]
+    assert exposed == [], exposed
     assert not [r for r in table if r["verdict"] == "open"]  # only Prometheus metrics are served without a token
     metrics = {r["process"] for r in table if r["verdict"] == "metrics"}
     assert metrics <= {"dashboard.py", "monitor.py", "ray::DashboardAgent"}, metrics
