@@ -1,5 +1,11 @@
-"""A study's parent run: the study settings as params, the chosen trial, each fold's test metrics, per-class recall,
-confusion matrices and the resolved config of the winner (the model registry is in tracking/registry.py)."""
+"""A study's parent run: the study settings as params, the protocol as tags, each fold's chosen trial, what it was
+chosen on, its test metrics, per-class recall, confusion matrix and resolved config, the base config's test figure
+beside it, and the leakage check (the model registry is in tracking/registry.py).
+
+Metric names follow the selection rule (orchestrator/protocol.py ``metric_name``): ``selected_val_uar`` is an
+inner-val figure; under paper parity the same figure is a test one and is logged as ``selected_test_uar``.
+``test_*`` are the single test evaluations of the chosen checkpoints; ``base_test_*`` the base config's, which no
+choice used."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import yaml
 
 from ifdd.config import to_dict
 from ifdd.data.manifest import LABEL_NAMES
-from orchestrator.protocol import SELECTION_LABEL
+from orchestrator.protocol import label, metric_name
 from orchestrator.tracking.client import flatten
 from orchestrator.tracking.secrets import mask_secrets
 from orchestrator.tracking.tune_callback import TrialTracking
@@ -43,29 +49,41 @@ def confusion_png(confusion: list[list[int]], title: str, path: Path) -> Path:
     return path
 
 
-def log_study(tracking: TrialTracking, res, space, cfg) -> str:
-    """Parent-run params, the fold test metrics, per-class recall, confusion matrices, the resolved config."""
+def log_study(tracking: TrialTracking, res, space, cfgs: dict) -> str:
+    """Parent-run params and protocol tags; per fold: the winner, what it was chosen on, the test metrics, the base
+    config's test metrics, the leakage count, per-class recall, the confusion matrix and the resolved config."""
     tracker = tracking.tracker
     _, parent = tracking.parent()
+    p = space.protocol
     tracker.log_params(parent, {f"space.{k}": v for k, v in flatten(
         {"budget": to_dict(space.budget), "objective": to_dict(space.objective),
-         "protocol": to_dict(space.protocol), "resources": to_dict(space.resources)}).items()})
-    tracker.set_tags(parent, {"ifdd.complete": res.complete, "ifdd.trials": len(res.trials)})
-    if not res.best:
+         "protocol": to_dict(p), "resources": to_dict(space.resources)}).items()})
+    tracker.set_tags(parent, {"ifdd.complete": res.complete, "ifdd.trials": len(res.trials),
+                              "ifdd.protocol_label": label(p.strategy, p.selection)})
+    if not res.winners:
         tracker.end(parent, "FAILED" if not res.complete else "FINISHED")
         return parent
-    tracker.set_tags(parent, {"ifdd.best_trial": res.best.trial_id})
-    tracker.log_metrics(parent, {f"selected_{k}": v for k, v in res.best.values.items()}, 0)
+    tracker.set_tags(parent, {"ifdd.best_trial": res.best.trial_id,
+                              **{f"ifdd.winner_fold{k}": w.trial_id for k, w in res.winners.items()}})
     with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "resolved_config.yaml").write_text(mask_secrets(yaml.safe_dump(to_dict(cfg), sort_keys=False)))
-        tracker.log_file(parent, Path(d) / "resolved_config.yaml")
         for fold, test in sorted(res.tests.items()):
             suffix = "" if len(res.tests) == 1 else f"_fold{fold}"
-            tracker.log_metrics(parent, {f"test_uar{suffix}": test["uar"], f"test_war{suffix}": test["war"]}, 0)
+            winner = res.winners[fold]
+            chosen_on = winner.fold_values.get(str(fold), {})
+            base = res.base_tests.get(fold)
+            tracker.log_metrics(parent, {
+                **{f"{metric_name('selected_' + k, p.selection)}{suffix}": v for k, v in chosen_on.items()},
+                f"test_uar{suffix}": test["uar"], f"test_war{suffix}": test["war"],
+                **({f"base_test_uar{suffix}": base["uar"], f"base_test_war{suffix}": base["war"]} if base else {}),
+                f"selection_test_overlap{suffix}": res.leakage.get(fold, {}).get("overlap", 0)}, 0)
+            cfg_file = Path(d) / f"resolved_config_fold{fold}.yaml"
+            cfg_file.write_text(mask_secrets(yaml.safe_dump(to_dict(cfgs[fold]), sort_keys=False)))
+            tracker.log_file(parent, cfg_file)
             recall = dict(zip(LABEL_NAMES, test.get("per_class_recall") or [], strict=False))
             tracker.log_json(parent, f"per_class_recall_fold{fold}.json",
-                             {"fold": fold, "selection": SELECTION_LABEL[space.protocol.selection],
-                              "per_class_recall": recall, "uar": test["uar"], "war": test["war"]})
+                             {"fold": fold, "trial": winner.trial_id, "protocol": label(p.strategy, p.selection),
+                              "per_class_recall": recall, "uar": test["uar"], "war": test["war"],
+                              "uar_classes": test.get("uar_classes")})
             if test.get("confusion"):
                 png = confusion_png(test["confusion"], f"{res.study} fold {fold} test "
                                     f"(UAR {test['uar']:.3f}, WAR {test['war']:.3f})",
