@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ifdd.checkpoint import load_checkpoint
 from ifdd.data.dataset import ClipDataset
-from ifdd.data.manifest import class_counts, fold_split, load_manifest
+from ifdd.data.manifest import class_counts, fold_split, load_manifest, split_coverage
 from ifdd.data.transforms import BatchTrainAugment, MixupCutmix, TrainTransform
 from ifdd.engine import LRSchedule, build_optimizer, evaluate, make_grad_scaler
 from ifdd.loss import IFDDLoss
@@ -41,6 +42,12 @@ class SplitLoaders:
     whole training augmentation (``BatchTrainAugment``: uint8 clips in, then mixup/cutmix), or None."""
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """A distinct, reproducible seed per (seed, data-parallel rank): every rank draws its own augmentation, dropout
+    and DataLoader-worker streams (``seed + rank`` would give seed 0 rank 1 the stream of seed 1 rank 0)."""
+    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def _dataset(cfg: RunConfig, df, fold: int, role: str, train: bool, augment_on: str = "loader") -> ClipDataset:
     return ClipDataset(df, fold, role, root=cfg.data.root, frames=cfg.model.num_frames, size=cfg.model.image_size,
                        train=train, augment=cfg.data.augment, cache_dir=cfg.data.cache_dir, augment_on=augment_on)
@@ -58,11 +65,12 @@ def resolve_augment_on(augment_on: str, device: torch.device | str | None) -> st
 
 def build_split_loaders(cfg: RunConfig, fold: int, *, selection: str = "val", batch_size: int,
                         eval_batch_size: int, device: torch.device | str | None = None,
-                        augment_on: str = "auto") -> SplitLoaders:
+                        augment_on: str = "auto", rank: int = 0) -> SplitLoaders:
     """Per-process loaders (a DistributedSampler is added by the caller when data-parallel).
 
     ``device``: the training device; with ``augment_on="auto"`` a CUDA device moves the training augmentation there
-    (``resolve_augment_on``), and the loaders pin their batches for the host-to-device copy."""
+    (``resolve_augment_on``), and the loaders pin their batches for the host-to-device copy. ``rank`` seeds the
+    training loader's generator (its shuffle, and the base seed of its worker processes' augmentation)."""
     if selection not in ROLES:
         raise ValueError(f"selection: must be 'val' or 'test', got {selection!r}")
     train_role, val_role = ROLES[selection]
@@ -70,7 +78,7 @@ def build_split_loaders(cfg: RunConfig, fold: int, *, selection: str = "val", ba
     df = load_manifest(cfg.data.manifest)
     train_ds = _dataset(cfg, df, fold, train_role, train=True, augment_on=on)
     val_ds = _dataset(cfg, df, fold, val_role, train=False)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
+    gen = torch.Generator().manual_seed(rank_seed(cfg.train.seed, rank))
     workers = cfg.data.num_workers
     pin = device is not None and torch.device(device).type == "cuda"
     train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=len(train_ds) >= batch_size,
@@ -111,7 +119,11 @@ def build_training(cfg: RunConfig, model: torch.nn.Module, counts: list[int], *,
 
 def evaluate_checkpoint(path: str | Path, cfg: RunConfig, fold: int, *, role: str = "test",
                         device: str | torch.device = "cpu", batch_size: int | None = None) -> dict[str, Any]:
-    """Load ``best.pt``-style weights and evaluate them once on ``role`` of ``fold`` (single process)."""
+    """Load ``best.pt``-style weights and evaluate them once on ``role`` of ``fold`` (single process).
+
+    Besides ``ifdd.engine.evaluate``'s metrics (``uar_classes``: the classes UAR averages over), the result says how
+    much of the split it covers (``manifest.split_coverage``): ``listed_clips``, ``quarantined`` (ids never
+    evaluated), ``official_clips`` (real release only) and ``coverage_gap``."""
     state = load_checkpoint(path)
     model = build_model(cfg.model)
     model.load_state_dict(state["model"])
@@ -120,4 +132,7 @@ def evaluate_checkpoint(path: str | Path, cfg: RunConfig, fold: int, *, role: st
     loader = DataLoader(_dataset(cfg, df, fold, role, train=False),
                         batch_size=batch_size or cfg.train.eval_batch_size, shuffle=False,
                         num_workers=cfg.data.num_workers)
-    return evaluate(model, loader, device=device, num_classes=cfg.model.num_classes)
+    out = evaluate(model, loader, device=device, num_classes=cfg.model.num_classes)
+    cov = split_coverage(df, fold, role)
+    return {**out, "listed_clips": cov["listed"], "quarantined": cov["quarantined"],
+            "official_clips": cov["official"], "coverage_gap": cov["gap"]}

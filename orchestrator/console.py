@@ -393,9 +393,10 @@ EPOCH_LINE = re.compile(r"^(?P<label>\S+) epoch (?P<epoch>\d+)/(?P<epochs>\d+) f
 
 
 def epoch_line(label: str, epoch: int, epochs: int, fold: int, metrics: dict, select: str, best_value: float,
-               best_epoch: int) -> str:
-    """The line a training run's rank 0 prints after each epoch (``parse_epoch_line`` reads it back)."""
-    return (f"{label} epoch {epoch}/{epochs} fold {fold}: train_loss {metrics['train_loss']:.4f} {select} "
+               best_epoch: int, shown: str | None = None) -> str:
+    """The line a training run's rank 0 prints after each epoch (``parse_epoch_line`` reads it back). ``shown``: the
+    name printed for ``select`` (orchestrator/protocol.py ``metric_name``: ``test_uar`` under paper parity)."""
+    return (f"{label} epoch {epoch}/{epochs} fold {fold}: train_loss {metrics['train_loss']:.4f} {shown or select} "
             f"{metrics[select]:.4f} (best {best_value:.4f} @ {best_epoch}) lr {metrics['lr']:.2e} "
             f"{metrics['clips_per_s']:.1f} clips/s")
 

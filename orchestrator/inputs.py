@@ -77,7 +77,8 @@ def check_manifest(cfg: RunConfig) -> str:
 
 
 def check_cache(cfg: RunConfig, manifest_sha: str) -> None:
-    """Open the clip cache's index in the driver: built from this manifest, with the model's frame count."""
+    """Open the clip cache's index in the driver: built from this manifest, with the model's frame count and clip
+    size (a 64² cache under a 224² model would train on upsampled clips)."""
     from ifdd.data.cache import ClipCache
 
     try:
@@ -91,6 +92,10 @@ def check_cache(cfg: RunConfig, manifest_sha: str) -> None:
     if cache.frames != cfg.model.num_frames:
         raise ValueError(f"data.cache_dir: {cfg.data.cache_dir} holds {cache.frames} frames per clip; the model "
                          f"needs {cfg.model.num_frames}")
+    if cache.size != cfg.model.image_size:
+        raise ValueError(f"data.cache_dir: {cfg.data.cache_dir} holds {cache.size}² clips; the model needs "
+                         f"{cfg.model.image_size}²: write a cache of that size with `ifdd data cache --manifest "
+                         f"{cfg.data.manifest} --out DIR --size {cfg.model.image_size}`, or drop data.cache_dir")
 
 
 def create_default_cache(manifest: Path, cache: Path, size: int, *, quiet: bool = False) -> None:

@@ -2,9 +2,13 @@
 
 Reads what the search saved under ``<runs>/search/<experiment>/`` (summary.json, one JSON per study, the Optuna plots
 as Plotly JSON) and the trials' checkpoints (their per-epoch history), and writes ``report.html`` and ``report.md``
-with the per-fold table, mean ± std, per-class recall, confusion matrices, the Optuna plots, each fold's learning
-curves and the published DFEW results, labelled as published and not reproduced here. ``report.html`` is one
-self-contained file: images and plots inline, one copy of plotly.js, nothing fetched from the network.
+with the protocol that produced every number (orchestrator/protocol.py), the per-fold table (the winner, the split
+and the clips it was chosen on, how many of those are in the fold's test split, the test figure and the clips it
+covers), mean ± std, the winner vs the base config (paired difference, sign test), the deploy choice of a cross-fold
+search, per-class recall, confusion matrices, the Optuna plots, each fold's learning curves and the published DFEW
+results, labelled as published and not reproduced here. The HTML tables are the Markdown ones, rendered.
+``report.html`` is one self-contained file: images and plots inline, one copy of plotly.js, nothing fetched from the
+network.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from typing import Any
 
 from ifdd.data.manifest import LABEL_NAMES
 from orchestrator.outputs import Outputs
-from orchestrator.protocol import SELECTION_LABEL
+from orchestrator.protocol import selection_split
 from orchestrator.search.results import status_counts
-from orchestrator.search.summary import fold_table_md, format_params
+from orchestrator.search.summary import base_table_md, deploy_md, fold_table_md
 from orchestrator.tracking.plots import (
     asha_rungs,
     checkpoint_histories,
@@ -63,7 +67,7 @@ def _pct(v: float | None) -> str:
 def build_report(outputs: Outputs, experiment: str, out: Path) -> tuple[Path, Path]:
     summary, studies = load_results(outputs, experiment)
     out.mkdir(parents=True, exist_ok=True)
-    label = SELECTION_LABEL[summary["selection"]]
+    label = summary["label"]
     rows = summary["folds"]
     pngs = {}
     for r in rows:
@@ -83,7 +87,7 @@ def study_figures(folder: Path, summary: dict[str, Any], studies: list[dict[str,
     what was left out and why."""
     space = summary.get("space", {})
     budget, objective = space.get("budget", {}), space.get("objective", {})
-    split = "test" if summary["selection"] == "test" else "inner-val"
+    split = selection_split(summary["selection"])
     asha = (budget.get("scheduler") == "asha" and summary["strategy"] == "fold-wise" and bool(space.get("search"))
             and isinstance(objective.get("metric", "val_uar"), str))
     out = []
@@ -110,9 +114,10 @@ def study_figures(folder: Path, summary: dict[str, Any], studies: list[dict[str,
 
 def _markdown(summary, studies, rows, label, pngs, plots, experiment) -> str:
     lines = [f"# IFDD search report: {experiment}", "",
-             f"- strategy: {summary['strategy']}; selection: **{label}**",
-             f"- generated {time.strftime('%Y-%m-%d %H:%M')}", "",
-             "## Per-fold test results", "", *fold_table_md(summary)]
+             f"- protocol: **{label}** (strategy {summary['strategy']}, selection {summary['selection']})",
+             *deploy_md(summary), f"- generated {time.strftime('%Y-%m-%d %H:%M')}", "",
+             "## Per-fold test results", "", *fold_table_md(summary),
+             "", "## What the search bought: winner vs the base config", "", *base_table_md(summary)]
     lines += ["", "## Per-class test recall (%)", "",
               "| fold | " + " | ".join(LABEL_NAMES) + " |", "|---" * (len(LABEL_NAMES) + 1) + "|"]
     for r in rows:
@@ -134,11 +139,28 @@ def _markdown(summary, studies, rows, label, pngs, plots, experiment) -> str:
     return "\n".join(lines)
 
 
+def _md_html(lines: list[str], table_id: str) -> str:
+    """Markdown table rows (``| a | b |``, the second one the ``|---|`` rule) and the lines after them as HTML."""
+    e, out, rows = html.escape, [], [ln for ln in lines if ln.startswith("|")]
+    if rows:
+        cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows if not set(r) <= set("|-")]
+        head, body = cells[0], cells[1:]
+        out.append(f"<table id='{table_id}'><tr>" + "".join(f"<th>{e(c)}</th>" for c in head) + "</tr>"
+                   + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>")
+    for ln in lines:
+        if ln and not ln.startswith("|"):
+            text = ln.removeprefix("- ").replace("**", "")
+            if len(text) > 1 and text[0] == text[-1] == "_":  # _emphasis_
+                text = text[1:-1]
+            out.append(f"<p>{e(text)}</p>")
+    return "\n".join(out)
+
+
 def _html(summary, studies, rows, label, pngs, plots, experiment) -> str:
     e = html.escape
-    fold_rows = "".join(
-        f"<tr><td>{r['fold']}</td><td>{e(str(r['trial']))}</td><td>{e(format_params(r['params']))}</td>"
-        f"<td>{_pct(r['test_uar'])}</td><td>{_pct(r['test_war'])}</td><td>{r['test_clips']}</td></tr>" for r in rows)
+    folds_html = _md_html(fold_table_md(summary), "folds")
+    base_html = _md_html(base_table_md(summary), "base")
+    deploy_html = _md_html(deploy_md(summary), "deploy")
     recall_rows = "".join(f"<tr><td>{r['fold']}</td>" + "".join(f"<td>{_pct(v)}</td>" for v in (
         r.get("per_class_recall") or [])) + "</tr>" for r in rows)
     images = "".join(
@@ -156,12 +178,12 @@ def _html(summary, studies, rows, label, pngs, plots, experiment) -> str:
 td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#eee}}figure{{display:inline-block}}
 .label{{background:#fff3cd;padding:6px}}.note{{color:#555;font-size:90%}}</style></head><body>
 <h1>IFDD search report: {e(experiment)}</h1>
-<p class="label">Strategy: {e(summary['strategy'])}. Selection: <b>{e(label)}</b>.</p>
+<p class="label">Protocol: <b>{e(label)}</b> (strategy {e(summary['strategy'])}, selection
+{e(summary['selection'])}).</p>{deploy_html}
 <h2>Per-fold test results</h2>
-<table id="folds"><tr><th>fold</th><th>trial</th><th>params</th><th>test UAR %</th><th>test WAR %</th>
-<th>clips</th></tr>{fold_rows}</table>
-<p id="mean"><b>Mean ± std over {len(rows)} fold(s)</b>: UAR {_pct(summary['test_uar_mean'])} ±
-{_pct(summary['test_uar_std'])} %, WAR {_pct(summary['test_war_mean'])} ± {_pct(summary['test_war_std'])} %</p>
+{folds_html}
+<h2>What the search bought: winner vs the base config</h2>
+{base_html}
 <h2>Per-class test recall (%)</h2><table><tr><th>fold</th>{''.join(f'<th>{c}</th>' for c in LABEL_NAMES)}</tr>
 {recall_rows}</table>
 <h2>Confusion matrices (test)</h2>{images}

@@ -63,7 +63,8 @@ from ifdd.data.video import MediaError, probe
 
 __all__ = ["LABEL_NAMES", "NUM_FOLDS", "ROLES", "FOLD_COLUMNS", "SCHEMA", "EXPECTED_DFEW", "MEDIA_SOURCES",
            "SYNTH_MARKER", "build_manifest", "write_manifest", "load_manifest", "fold_split", "class_counts",
-           "content_hash", "inner_val_ids", "read_split_csv", "find_split_dirs", "media_root"]
+           "content_hash", "inner_val_ids", "read_split_csv", "find_split_dirs", "media_root", "listed_ids",
+           "split_coverage"]
 
 LABEL_NAMES = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")
 NUM_FOLDS = 5
@@ -413,3 +414,26 @@ def class_counts(df: pd.DataFrame, num_classes: int = len(LABEL_NAMES)) -> list[
     """Clips per label 0..K-1 (e.g. of a training split, for class-balanced losses)."""
     counts = np.bincount(df["label"].to_numpy(dtype=np.int64), minlength=num_classes)
     return [int(c) for c in counts[:num_classes]]
+
+
+def listed_ids(df: pd.DataFrame, fold: int, role: str) -> set[str]:
+    """Every clip the split files list in ``role`` of ``fold``, quarantined ones included (``fold_split`` returns
+    only the usable ones): what a leakage check must compare against."""
+    if role not in ("train", "val", "test"):
+        raise ValueError(f"role: must be train, val or test, got {role!r}")
+    return set(df.loc[df[f"fold{fold}"].eq(role), "clip_id"])
+
+
+def split_coverage(df: pd.DataFrame, fold: int, role: str) -> dict[str, Any]:
+    """How many clips of a split an evaluation covers: ``listed`` (in the split files), ``usable`` (evaluated),
+    ``quarantined`` (their ids: never evaluated, so not in UAR/WAR) and, on the real release's test splits,
+    ``official`` (the release's own count, ``EXPECTED_DFEW``); ``gap`` is True when the evaluated clips fall short
+    of the listed or the official count."""
+    rows = df[df[f"fold{fold}"].isin(["train", "val"] if role == "trainval" else [role])]
+    quarantined = sorted(rows.loc[rows["status"].ne("ok"), "clip_id"])
+    official = None
+    if role == "test" and not df.attrs.get("ifdd", {}).get("synthetic"):
+        official = EXPECTED_DFEW[fold][1]
+    usable = len(rows) - len(quarantined)
+    return {"listed": len(rows), "usable": usable, "quarantined": quarantined, "official": official,
+            "gap": usable < len(rows) or (official is not None and usable != official)}

@@ -1,8 +1,9 @@
 """`ifdd search`'s loop: the studies of a search space one after another, then the summary across folds.
 
-Every printed and saved number says how it was selected (orchestrator/protocol.py): ``selection: val`` gives a
-nested estimate (trials ranked on inner-val, each fold's test split evaluated once with the chosen checkpoint);
-``selection: test`` is paper parity (ranked on the test split itself: optimistic, best-on-test).
+Every printed and saved number says which protocol produced it (orchestrator/protocol.py, docs/protocol.md):
+fold-wise nested, cross-fold nested (leave-fold-out selection) or paper parity (best on test, optimistic). Each
+study is recorded with its fingerprint before it runs; resuming or reusing one under another fingerprint, or
+summarising a sibling fold study recorded under another, is refused.
 """
 
 from __future__ import annotations
@@ -20,14 +21,22 @@ from typing import Any
 from ifdd.config import to_dict
 from orchestrator.outputs import DEFAULT_RUNS, RUNS_ENV, Outputs, write_json
 from orchestrator.planner import TrialPlan, plan_trials
+from orchestrator.protocol import fingerprint_diff, label, protocol_key
 from orchestrator.ray_session import init_ray, live_nodes
-from orchestrator.search.results import Paths, result_from_payload, study_names, study_payload, summary_payload
+from orchestrator.search.results import (
+    Paths,
+    result_from_payload,
+    study_fingerprint,
+    study_names,
+    study_payload,
+    summary_payload,
+)
 from orchestrator.search.space import SearchSpace
 from orchestrator.search.study_tracking import try_track
 from orchestrator.search.summary import print_study, print_summary, summary_markdown
 from orchestrator.search.tuner import prepare_study, run_study
 from orchestrator.tracking.client import Tracker, flatten, git_commit
-from orchestrator.tracking.registry import dataset_name, set_champion
+from orchestrator.tracking.registry import dataset_name, model_name, set_champion
 from orchestrator.tracking.secrets import mask_secrets
 from orchestrator.tracking.stores import is_postgres, schema_lock
 from orchestrator.tracking.tune_callback import TrialTracking
@@ -44,7 +53,17 @@ class SearchRun:
     tracker: Tracker
     dataset: str
     tags: dict[str, str]
-    """Tags of every run of this search: selection rule, strategy, git commit, manifest hash, dataset."""
+    """Tags of every run of this search: protocol, selection rule, strategy, git commit, manifest hash, dataset."""
+    manifest_sha256: str
+
+    @property
+    def model(self) -> str:
+        """The registered model of this space and protocol."""
+        p = self.space.protocol
+        return model_name(self.dataset, self.space.name, protocol_key(p.strategy, p.selection))
+
+    def fingerprint(self, folds: list[int]) -> dict[str, Any]:
+        return study_fingerprint(self.space, folds, self.manifest_sha256)
 
     @property
     def artifact_root(self) -> str | None:
@@ -54,7 +73,7 @@ class SearchRun:
         return TrialTracking(self.uri, self.artifact_root, self.space.name, study,
                              parent_tags={"ifdd.study": study, "ifdd.kind": "study"},
                              base_params=flatten(to_dict(self.space.trial_base())),
-                             trial_tags=self.study_tags(folds))
+                             trial_tags=self.study_tags(folds), selection=self.space.protocol.selection)
 
     def study_tags(self, folds: list[int]) -> dict[str, str]:
         return {**self.tags, "ifdd.fold": ",".join(map(str, folds))}
@@ -86,10 +105,13 @@ def open_search(space: SearchSpace, out: Outputs, uri: str, optuna: str) -> Sear
 
         optuna_lib.storages.RDBStorage(optuna)
     dataset = dataset_name(space.base.data.manifest)
-    tags = {"ifdd.selection": space.protocol.selection, "ifdd.strategy": space.protocol.strategy,
-            "ifdd.git_commit": git_commit(), "ifdd.manifest_sha256": manifest_hash(space.base.data.manifest),
-            "ifdd.dataset": dataset}
-    return SearchRun(space, out, paths, uri, tracker, dataset, tags)
+    sha = manifest_hash(space.base.data.manifest)
+    p = space.protocol
+    tags = {"ifdd.selection": p.selection, "ifdd.strategy": p.strategy,
+            "ifdd.protocol": protocol_key(p.strategy, p.selection),
+            "ifdd.protocol_label": label(p.strategy, p.selection),
+            "ifdd.git_commit": git_commit(), "ifdd.manifest_sha256": sha[:16], "ifdd.dataset": dataset}
+    return SearchRun(space, out, paths, uri, tracker, dataset, tags, sha)
 
 
 def cluster_plan(space: SearchSpace, address: str | None, num_cpus: int | None, share: int = 1
@@ -129,10 +151,11 @@ def run_search(space: SearchSpace, *, out: Outputs, uri: str, optuna: str, resum
 
 
 def print_header(space: SearchSpace, cluster: dict[str, float], plan: TrialPlan, out: Outputs) -> None:
-    print(f"search {space.name}: {space.protocol.strategy}, folds {list(space.protocol.folds)}, "
-          f"{space.budget.num_samples} trials per study, ≤{space.budget.max_epochs} epochs, objective "
-          f"{'/'.join(space.objective.metrics)} ({'/'.join(space.objective.modes)}), selection "
-          f"{space.protocol.selection}\n{out.describe()}\ncluster {cluster.get('CPU', 0):g} CPU / "
+    p = space.protocol
+    print(f"search {space.name}: {p.strategy}, folds {list(p.folds)}, "
+          f"{space.budget.num_samples} trials per study (the first: the base config), ≤{space.budget.max_epochs} "
+          f"epochs, objective {'/'.join(space.objective.metrics)} (max); protocol: {label(p.strategy, p.selection)}"
+          f"\n{out.describe()}\ncluster {cluster.get('CPU', 0):g} CPU / "
           f"{cluster.get('GPU', 0):g} GPU: {plan.describe()}", flush=True)
 
 
@@ -140,7 +163,8 @@ def run_or_reuse(run: SearchRun, study: str, folds: list[int], plan: TrialPlan, 
                  ) -> tuple[dict[str, Any], bool]:
     """One study: reused when it finished earlier (logged now if the store was down then), else run or resumed.
     Returns its payload (also saved as ``<study>.json``) and whether it is in MLflow."""
-    mode = prepare_study(run.space, study, run.paths, resume=resume, fresh=fresh)
+    fingerprint = run.fingerprint(folds)
+    mode = prepare_study(run.space, study, folds, run.paths, fingerprint, resume=resume, fresh=fresh)
     if mode == "done":
         return reuse_study(run, study, folds)
     print(f"\nstudy {study}: {'resuming' if mode == 'restore' else 'starting'} (folds {folds})", flush=True)
@@ -151,9 +175,10 @@ def run_or_reuse(run: SearchRun, study: str, folds: list[int], plan: TrialPlan, 
         tracking.tracker.set_tags(tracking.parent()[1], run.study_tags(folds))
     except Exception as e:  # noqa: BLE001 - the store went down between studies: the callback warns too
         print(f"warning: MLflow: {' '.join(str(e).split())[:200]}", file=sys.stderr)
-    res = run_study(run.space, study, folds, run.paths, plan, restore=mode == "restore", tracking=tracking)
+    res = run_study(run.space, study, folds, run.paths, plan, restore=mode == "restore", tracking=tracking,
+                    fingerprint=fingerprint)
     payload = study_payload(res, run.space)
-    tracked = try_track(tracking, res, run.space, run.paths, run.dataset, payload, run.study_tags(folds))
+    tracked = try_track(tracking, res, run.space, run.paths, run.model, payload, run.study_tags(folds))
     write_json(run.paths.study_json(study), payload)
     print_study(res, run.space)
     return payload, tracked
@@ -167,7 +192,7 @@ def reuse_study(run: SearchRun, study: str, folds: list[int]) -> tuple[dict[str,
         return payload, True
     # finished while the tracking store was down: log it now
     print(f"study {study}: logging it to MLflow now ({payload.pop('tracking_pending')})", flush=True)
-    tracked = try_track(run.tracking(study, folds), result_from_payload(payload), run.space, run.paths, run.dataset,
+    tracked = try_track(run.tracking(study, folds), result_from_payload(payload), run.space, run.paths, run.model,
                         payload, run.study_tags(folds))
     if tracked:
         write_json(path, payload)
@@ -179,14 +204,14 @@ def finish(run: SearchRun, results: list[dict[str, Any]]) -> dict[str, Any]:
     summary.json and summary.md; under the runs lock, since fold jobs of one `ifdd launch` finish at any time and
     the last one must see every fold."""
     with init_lock(run.out.root):
-        siblings = sibling_studies(run.space, run.paths, {r["study"] for r in results})
+        siblings = sibling_studies(run.space, run.paths, {r["study"] for r in results}, run.fingerprint)
         results = sorted(results + siblings, key=lambda r: r["folds"])
         champions = [c for r in results for c in r.get("registered", [])]
-        champion = set_champion(run.tracker, run.dataset, champions)
+        champion = set_champion(run.tracker, run.model, champions, run.space.protocol.selection)
         summary = summary_payload(run.space, results)
         if siblings:
             summary["from_other_runs"] = [r["study"] for r in siblings]
-        summary["registry"] = {"model": f"ifdd-{run.dataset}", "champion_version": champion,
+        summary["registry"] = {"model": run.model, "champion_version": champion,
                                "folds": {str(c["fold"]): c["version"] for c in champions},
                                "tracking_uri": mask_secrets(run.uri), "experiment": run.space.name}
         summary["optuna_storage"] = mask_secrets(run.paths.optuna)
@@ -203,10 +228,13 @@ def write_summary(run: SearchRun, summary: dict[str, Any]) -> None:
 
 def print_outcome(run: SearchRun, summary: dict[str, Any]) -> None:
     reg = summary["registry"]
+    aliases = ", ".join(f"fold{f}" for f in reg["folds"])
     if reg["champion_version"]:
-        aliases = ", ".join(f"fold{f}" for f in reg["folds"])
         print(f"registered {reg['model']}: aliases {aliases}, champion = version {reg['champion_version']} (best "
-              f"selection value); load with mlflow.pytorch.load_model('models:/{reg['model']}@champion')")
+              f"inner-val value); load with mlflow.pytorch.load_model('models:/{reg['model']}@champion')")
+    elif reg["folds"]:
+        print(f"registered {reg['model']}: aliases {aliases}; no champion alias: these versions were chosen on the "
+              "test split (paper parity)")
     uri = run.uri
     if uri.startswith("http"):
         browse = mask_secrets(uri)
@@ -217,9 +245,11 @@ def print_outcome(run: SearchRun, summary: dict[str, Any]) -> None:
           f"browse with {browse}; report with `{' '.join(['ifdd report', *runs_flag(run.out)])}`")
 
 
-def sibling_studies(space: SearchSpace, paths: Paths, have: set[str]) -> list[dict[str, Any]]:
+def sibling_studies(space: SearchSpace, paths: Paths, have: set[str], fingerprint) -> list[dict[str, Any]]:
     """Complete fold-wise studies of this space that other runs saved next to ours (the other fold jobs of an
-    ``ifdd launch``, or an earlier ``ifdd search --folds k``), so summary.json covers every finished fold."""
+    ``ifdd launch``, or an earlier ``ifdd search --folds k``), so summary.json covers every finished fold. One
+    recorded under another fingerprint (``fingerprint(folds)``: an edited space, another manifest) is left out with
+    a warning naming the difference: one summary never mixes two protocols or inputs."""
     if space.protocol.strategy != "fold-wise":
         return []
     out = []
@@ -231,8 +261,14 @@ def sibling_studies(space: SearchSpace, paths: Paths, have: set[str]) -> list[di
         except (OSError, ValueError) as e:
             print(f"warning: {path}: not read into the summary ({e})", file=sys.stderr)
             continue
-        if payload.get("complete") and payload.get("tests") and not payload.get("tracking_pending"):
-            out.append(payload)
+        if not (payload.get("complete") and payload.get("tests") and not payload.get("tracking_pending")):
+            continue
+        diff = fingerprint_diff(payload.get("fingerprint"), fingerprint(payload.get("folds", [])))
+        if diff:
+            print(f"warning: {path}: left out of the summary, recorded under another fingerprint "
+                  f"({'; '.join(diff)}); rerun that fold with --fresh to include it", file=sys.stderr)
+            continue
+        out.append(payload)
     return out
 
 
@@ -250,4 +286,4 @@ def init_lock(root: Path):
 def manifest_hash(manifest: str) -> str:
     from ifdd.data.manifest import load_manifest
 
-    return str(load_manifest(manifest).attrs["ifdd"].get("content_sha256", ""))[:16]
+    return str(load_manifest(manifest).attrs["ifdd"].get("content_sha256", ""))

@@ -1,5 +1,6 @@
-"""Choosing from a finished study: its trials' rows from Tune's results, the best trial and the Pareto front, the
-chosen checkpoint per fold, and that checkpoint's single evaluation on each fold's test split.
+"""Choosing from a finished study: its trials' rows from Tune's results (the base config's trial marked), the best
+of a set of scored trials and their Pareto front, and the single test evaluation of each chosen checkpoint (and of
+the base trial's, beside it). Which clips score the trials for each reported fold is orchestrator/search/nested.py.
 
 Nothing is chosen from a partial study (``collect`` says whether every trial finished), and infeasible or errored
 trials and trials without a checkpoint are never chosen.
@@ -12,7 +13,7 @@ from typing import Any
 
 from ifdd.config import to_dict
 from orchestrator.planner import TrialPlan
-from orchestrator.search.results import Paths, TrialRow
+from orchestrator.search.results import TrialRow
 from orchestrator.search.space import SearchSpace
 
 
@@ -37,64 +38,53 @@ def collect(grid, space: SearchSpace) -> tuple[list[TrialRow], bool]:
         params = {k: v for k, v in (r.config or {}).items()}
         rows.append(TrialRow(str(m.get("trial_id") or Path(r.path).name), params, status, epochs, values, reason,
                              m.get("checkpoint_path")))
+    mark_base(rows, space.base_point())
     complete = len(rows) == space.budget.num_samples and grid.num_errors == 0 and \
         grid.num_terminated == space.budget.num_samples
     return rows, complete
 
 
+def mark_base(rows: list[TrialRow], point: dict[str, Any]) -> None:
+    """The base config's trial: the first (lowest trial id, the study's first trial) whose sampled values are the
+    base's (``tuner.make_tuner`` enqueues it first; a space with nothing searched runs the base in every trial)."""
+    for row in sorted(rows, key=lambda r: r.trial_id):
+        if all(row.params.get(k) == v for k, v in point.items()):
+            row.base = True
+            return
+
+
 def select(rows: list[TrialRow], space: SearchSpace) -> tuple[TrialRow | None, list[str]]:
-    """The best trial on the first objective metric (ties: fewer epochs, then trial id), and the Pareto front
-    over all objective metrics. Infeasible and errored trials, and trials without a checkpoint, are never chosen."""
-    obj = space.objective
-    eligible = [r for r in rows if r.status not in ("infeasible", "error") and (
-        r.checkpoint or space.protocol.strategy == "cross-fold")]
+    """The best of ``rows`` (each already scored on one scope) on the first objective metric (ties: fewer epochs,
+    then trial id), and the Pareto front over all objective metrics (every metric is maximised). Infeasible and
+    errored trials are never chosen."""
+    metrics = space.objective.metrics
+    eligible = [r for r in rows if r.status not in ("infeasible", "error")]
     if not eligible:
         return None, []
-    sign = [1.0 if m == "max" else -1.0 for m in obj.modes]
-    key = obj.metrics[0]
-    best = max(eligible, key=lambda r: (sign[0] * r.values[key], -r.epochs, r.trial_id))
-    front = []
-    for r in eligible:
-        dominated = any(all(sign[i] * o.values[m] >= sign[i] * r.values[m] for i, m in enumerate(obj.metrics))
-                        and any(sign[i] * o.values[m] > sign[i] * r.values[m] for i, m in enumerate(obj.metrics))
-                        for o in eligible)
-        if not dominated:
-            front.append(r.trial_id)
+    best = max(eligible, key=lambda r: (r.values[metrics[0]], -r.epochs, r.trial_id))
+    front = [r.trial_id for r in eligible
+             if not any(all(o.values[m] >= r.values[m] for m in metrics)
+                        and any(o.values[m] > r.values[m] for m in metrics) for o in eligible)]
     return best, front
 
 
-def best_checkpoints(best: TrialRow, study: str, folds: list[int], paths: Paths) -> dict[int, str]:
-    """fold -> the latest Train checkpoint dir of the selected trial (its ``best.pt`` holds the chosen weights)."""
-    from orchestrator.search.trial import trainer_name
+def test_once(jobs: dict[tuple[str, int], tuple[str, dict[str, Any]]], space: SearchSpace, plan: TrialPlan
+              ) -> dict[tuple[str, int], dict[str, Any]]:
+    """Evaluate each chosen checkpoint once on its fold's test split, as Ray tasks with the trial's per-worker
+    resources (a GPU on a GPU cluster; the checkpoints are on the study's shared storage).
 
-    out = {}
-    for fold in folds:
-        run = Path(paths.trials) / trainer_name(study, best.trial_id, fold)
-        if len(folds) == 1 and best.checkpoint:
-            out[fold] = best.checkpoint
-            continue
-        ckpts = sorted((p for p in run.glob("checkpoint_*") if p.is_dir()), key=lambda p: p.stat().st_mtime) \
-            if run.exists() else []
-        if not ckpts:
-            raise RuntimeError(f"{run}: no checkpoint for the selected trial {best.trial_id} on fold {fold}")
-        out[fold] = str(ckpts[-1])
-    return out
-
-
-def test_once(checkpoints: dict[int, str], best: TrialRow, space: SearchSpace, plan: TrialPlan) -> dict[int, dict]:
-    """Evaluate the selected checkpoint once per fold on that fold's test split, as a Ray task with the trial's
-    per-worker resources (a GPU on a GPU cluster; the checkpoint is on the study's shared storage)."""
+    ``jobs``: (what, fold) -> (checkpoint dir, the trial's sampled params); ``what`` is ``winner`` or ``base``."""
     import ray
 
     from ifdd.runconfig import with_overrides
 
-    cfg = with_overrides(space.trial_base(), best.params)
     w = plan.worker
     task = ray.remote(num_cpus=min(w.cpus_per_worker, 1.0), num_gpus=w.gpus_per_worker if w.use_gpu else 0)(
         _evaluate_task)
-    refs = {fold: task.remote(str(Path(ckpt) / "best.pt"), to_dict(cfg), fold, w.threads, w.use_gpu)
-            for fold, ckpt in checkpoints.items()}
-    return {fold: ray.get(ref) for fold, ref in refs.items()}
+    refs = {key: task.remote(str(Path(ckpt) / "best.pt"), to_dict(with_overrides(space.trial_base(), params)),
+                             key[1], w.threads, w.use_gpu)
+            for key, (ckpt, params) in jobs.items()}
+    return {key: ray.get(ref) for key, ref in refs.items()}
 
 
 def _evaluate_task(path: str, cfg: dict, fold: int, threads: int, use_gpu: bool) -> dict[str, Any]:
@@ -106,6 +96,7 @@ def _evaluate_task(path: str, cfg: dict, fold: int, threads: int, use_gpu: bool)
     torch.set_num_threads(max(1, threads))
     device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
     out = evaluate_checkpoint(path, run_config_from_dict(cfg), fold, role="test", device=device)
-    return {k: out[k] for k in ("uar", "war", "clips", "per_class_recall", "confusion", "loss") if k in out}
+    return {k: out[k] for k in ("uar", "war", "clips", "per_class_recall", "confusion", "loss", "uar_classes",
+                                "listed_clips", "quarantined", "official_clips", "coverage_gap") if k in out}
 
 

@@ -9,7 +9,7 @@
       model.lifting_depth: {type: int, low: 1, high: 2}
       loss.lambda_gc: {type: float, low: 0.01, high: 1.0, log: true}
       loss.gc_reduction: {type: categorical, choices: [mean, batch_sum]}
-    objective: {metric: val_uar, mode: max}          # or metric: [val_uar, val_war], mode: [max, max]
+    objective: {metric: val_uar, mode: max}          # or metric: [val_uar, val_war], mode: [max, max]; max only
     budget: {num_samples: 8, max_epochs: 6, grace_period: 2, reduction_factor: 2, scheduler: asha, seed: 0}
     protocol: {selection: val, strategy: fold-wise, folds: [1, 2, 3, 4, 5]}
     resources: {workers_per_trial: 1, cpus_per_worker: null, gpus_per_worker: 0, max_concurrent_trials: null}
@@ -62,6 +62,19 @@ class Param:
             return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return CategoricalDistribution(list(self.choices))
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is a point of this distribution (in range, on the step grid, or one of the choices)."""
+        if self.type == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        if self.type == "int" and value != int(value):
+            return False
+        if self.step:
+            k = (value - self.low) / self.step
+            return abs(k - round(k)) < 1e-8
+        return True
+
     def grid(self) -> list[Any]:
         """Representative values: every choice, every int (up to 9), or 9 points over a float range."""
         if self.type == "categorical":
@@ -95,8 +108,10 @@ class Objective:
         if len(modes) != len(metrics):
             raise ValueError(f"mode: need one mode per metric ({len(metrics)}), got {list(modes)}")
         for m in modes:
-            if m not in ("max", "min"):
-                raise ValueError(f"mode: must be 'max' or 'min', got {m!r}")
+            if m != "max":
+                # UAR and WAR are maximised; the checkpoint choice, Optuna, ASHA and the champion all assume it
+                raise ValueError(f"mode: {m!r} is not supported: {'/'.join(metrics)} can only be maximised "
+                                 "(mode: max)")
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -176,6 +191,18 @@ class SearchSpace:
         return with_overrides(self.base, {"train.epochs": self.budget.max_epochs,
                                           "train.select_metric": self.objective.metrics[0]})
 
+    def base_point(self) -> dict[str, Any]:
+        """The base config's value of every searched path: the first trial of every study (the reference point
+        the winner is compared with)."""
+        base = to_dict(self.trial_base())
+        point = {}
+        for p in self.params:
+            node: Any = base
+            for part in p.path.split("."):
+                node = node[part]
+            point[p.path] = list(node) if isinstance(node, tuple) else node
+        return point
+
     def with_folds(self, folds: tuple[int, ...] | None, strategy: str | None) -> SearchSpace:
         protocol = dataclasses.replace(self.protocol, **({"folds": tuple(folds)} if folds else {}),
                                        **({"strategy": strategy} if strategy else {}))
@@ -217,7 +244,20 @@ def parse_space(doc: Any, *, default_name: str, path: str = "") -> SearchSpace:
         space.trial_base()
     except ValueError as e:
         raise ValueError(f"budget.max_epochs: {e}") from None
-    return dataclasses.replace(space, warnings=_check_grid(space))
+    warnings = _check_grid(space)
+    _check_base_in_space(space)
+    return dataclasses.replace(space, warnings=warnings)
+
+
+def _check_base_in_space(space: SearchSpace) -> None:
+    """Every study's first trial is the base config (docs/protocol.md, "What the search bought"), so each base value
+    must be a point of its parameter's distribution."""
+    for path, value in space.base_point().items():
+        p = next(q for q in space.params if q.path == path)
+        if not p.contains(value):
+            raise ValueError(f"search.{path}: the base value {value!r} is outside {_describe(p)}"
+                             f"{f' (step {p.step:g})' if p.step else ''}; every study starts with the base config "
+                             f"as its reference trial: widen the range or change base.{path}")
 
 
 def _field_type(key: str) -> Any:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.outputs import write_json
+from orchestrator.search.nested import trial_checkpoint
 from orchestrator.search.results import Paths, StudyResult
-from orchestrator.search.selection import best_checkpoints
 from orchestrator.search.space import SearchSpace
 from orchestrator.tracking.plots import optuna_plots
 from orchestrator.tracking.registry import register_best
@@ -18,7 +18,7 @@ from orchestrator.tracking.study_runs import log_study
 from orchestrator.tracking.tune_callback import TrialTracking, reconcile, run_history
 
 
-def try_track(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, dataset: str,
+def try_track(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, model: str,
               payload: dict[str, Any], tags: dict[str, str]) -> bool:
     """``track_study`` unless the tracking store is down: then the study's payload is marked ``tracking_pending``
     (its Ray results are kept as they are) and False is returned; ``--resume`` logs it once the store is back. A
@@ -26,7 +26,7 @@ def try_track(tracking: TrialTracking, res: StudyResult, space: SearchSpace, pat
     try:
         tracking.tracker.check()  # fails in seconds instead of MLflow's minutes of HTTP retries
         tracking.tracker.set_tags(tracking.parent()[1], tags)
-        track_study(tracking, res, space, paths, dataset, payload)
+        track_study(tracking, res, space, paths, model, payload)
         return True
     except Exception as e:  # noqa: BLE001 - decided below: an outage is recorded, anything else re-raised
         try:
@@ -40,16 +40,17 @@ def try_track(tracking: TrialTracking, res: StudyResult, space: SearchSpace, pat
         raise
 
 
-def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, dataset: str,
+def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, model: str,
                 payload: dict[str, Any]) -> None:
-    """Reconcile the trials' runs from their checkpoints, log the parent run, register the fold winners."""
+    """Reconcile the trials' runs from their checkpoints, log the parent run, register the fold winners in
+    ``model`` (the registered model of this space and protocol)."""
     from ifdd.runconfig import with_overrides
 
     added = reconcile(tracking, res.trials, trial_histories(res, space, paths))
     if added:
         print(f"MLflow: logged {added} epoch(s) the live logging had missed", flush=True)
-    cfg = with_overrides(space.trial_base(), res.best.params) if res.best else space.trial_base()
-    parent = log_study(tracking, res, space, cfg)
+    cfgs = {k: with_overrides(space.trial_base(), w.params) for k, w in res.winners.items()}
+    parent = log_study(tracking, res, space, cfgs)
     if space.params:
         plots, skipped = optuna_plots(res.study, paths.optuna, paths.results / "plots")
         for path in plots:
@@ -57,11 +58,11 @@ def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, p
         payload["plots"] = [str(p.relative_to(paths.results)) for p in plots]
         payload["plots_skipped"] = skipped
         write_json(paths.study_json(res.study), payload)
-    if res.complete and res.best and res.tests:
-        versions = register_best(tracking, parent, res, cfg, best_checkpoints(res.best, res.study, res.folds, paths),
-                                 dataset)
+    if res.complete and res.winners and res.tests:
+        checkpoints = {k: str(trial_checkpoint(w, res.study, k, res.folds, paths)) for k, w in res.winners.items()}
+        versions = register_best(tracking, parent, res, cfgs, checkpoints, model, space)
         key = space.objective.metrics[0]
-        payload["registered"] = [{"fold": f, "version": v, "selection_value": res.best.values[key]}
+        payload["registered"] = [{"fold": f, "version": v, "selection_value": res.winners[f].fold_values[str(f)][key]}
                                  for f, v in versions.items()]
         write_json(paths.study_json(res.study), payload)
 

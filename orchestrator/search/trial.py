@@ -7,7 +7,9 @@ lifting branch empty at that depth) is reported once as *infeasible* (objective 
 
 Fold-wise trials train one fold; every epoch the workers' report reaches Tune through ``TuneReportCallback``, so
 ASHA can stop the trial at its rungs (on ``epoch``, which survives a resume, not ``training_iteration``).
-Cross-fold trials train each fold in turn and report once per fold the running mean of the fold results.
+Cross-fold trials train each fold in turn and report once per fold the running mean of the fold results: that mean
+guides the sampler only; what each fold reports is chosen afterwards from the runs' per-clip records, leaving that
+fold's test clips out (orchestrator/search/nested.py).
 
 Trainer names are deterministic (``<study>-<trial id>[-fold<k>]``) under the study's storage, so a resumed study
 re-runs an interrupted trial into the same Ray Train run, which continues from its last checkpoint.

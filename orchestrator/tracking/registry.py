@@ -1,10 +1,12 @@
 """The model registry: each fold's winner as an MLflow model version, aliases ``fold<k>`` and ``champion``.
 
-Registered model ``ifdd-<dataset>`` (``ifdd-synthetic`` or ``ifdd-dfew``): one version per fold winner, with the
-alias ``fold<k>``; ``champion`` is the fold winner with the best *selection* value (inner-val in the nested
-protocol, so the choice never looks at a test split). A version is tagged with its study and trial, so registering
-again after a resumed study reuses it instead of adding a duplicate. Models are logged as torch.export ``pt2``
-programs: loading one runs no pickled code.
+One registered model per search space and protocol, ``ifdd-<dataset>-<space>-<foldwise|crossfold|parity>`` (e.g.
+``ifdd-synthetic-demo-foldwise``): a parity search never shares a model, or an alias, with a nested one. One version
+per fold winner, with the alias ``fold<k>``, tagged with the rule that chose it (``ifdd.selection``,
+``ifdd.protocol``, ``ifdd.selected_on``: the values it was chosen on). ``champion`` is the fold winner with the
+best inner-val value, and only in a nested search: a best-on-test search gets no champion. A version is tagged with
+its study and trial, so registering again after a resumed study reuses it instead of adding a duplicate. Models are
+logged as torch.export ``pt2`` programs: loading one runs no pickled code.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from orchestrator.protocol import PROTOCOLS, SLUG, is_nested, metric_name, protocol_key
 from orchestrator.tracking.client import PIP_REQUIREMENTS
 from orchestrator.tracking.tune_callback import TrialTracking
 
@@ -23,10 +26,16 @@ def dataset_name(manifest: str) -> str:
     return "synthetic" if load_manifest(manifest).attrs["ifdd"].get("synthetic") else "dfew"
 
 
-def register_best(tracking: TrialTracking, parent: str, res, cfg, checkpoints: dict[int, str],
-                  dataset: str) -> dict[int, str]:
-    """Log the winner of each fold as an MLflow model in the parent run and register it; alias ``fold<k>``.
-    Returns fold -> registered version. Reuses a version already registered for this (study, trial, fold)."""
+def model_name(dataset: str, space: str, protocol: str) -> str:
+    """``ifdd-<dataset>-<space>-<protocol slug>``: the registered model of one space under one protocol."""
+    return f"ifdd-{dataset}-{space}-{SLUG[protocol]}"
+
+
+def register_best(tracking: TrialTracking, parent: str, res, cfgs: dict[int, Any], checkpoints: dict[int, str],
+                  name: str, space) -> dict[int, str]:
+    """Log the winner of each fold (``res.winners``, its config in ``cfgs``) as an MLflow model in the parent run
+    and register it in ``name``; alias ``fold<k>``. Returns fold -> registered version. Reuses a version already
+    registered for this (study, trial, fold)."""
     import mlflow
     import numpy as np
     import torch
@@ -36,14 +45,18 @@ def register_best(tracking: TrialTracking, parent: str, res, cfg, checkpoints: d
     from ifdd.checkpoint import load_checkpoint
     from ifdd.model import LogitsOnly, build_model
 
-    client, name = tracking.tracker.client, f"ifdd-{dataset}"
+    client = tracking.tracker.client
+    p = space.protocol
+    proto = protocol_key(p.strategy, p.selection)
     try:
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
-        client.create_registered_model(name, description="IFDD fold winners; aliases fold<k> and champion")
+        client.create_registered_model(name, description=f"IFDD fold winners of {space.name}, {PROTOCOLS[proto]}; "
+                                       "aliases fold<k>" + (" and champion" if is_nested(p.selection) else ""))
     versions = {}
     for fold, ckpt in sorted(checkpoints.items()):
-        key = {"ifdd.study": res.study, "ifdd.trial_id": res.best.trial_id, "ifdd.fold": str(fold)}
+        winner, cfg = res.winners[fold], cfgs[fold]
+        key = {"ifdd.study": res.study, "ifdd.trial_id": winner.trial_id, "ifdd.fold": str(fold)}
         found = [v for v in client.search_model_versions(f"name='{name}'")
                  if all(v.tags.get(k) == val for k, val in key.items())]
         if found:
@@ -64,19 +77,22 @@ def register_best(tracking: TrialTracking, parent: str, res, cfg, checkpoints: d
                                                 pip_requirements=PIP_REQUIREMENTS,
                                                 code_paths=[str(Path(ifdd.__file__).parent)])
             test = res.tests.get(fold, {})
+            chosen_on = {metric_name(m, p.selection): v for m, v in winner.fold_values.get(str(fold), {}).items()}
             mv = mlflow.register_model(info.model_uri, name, tags={
-                **key, "ifdd.selection": json.dumps(res.best.values), "ifdd.test_uar": str(test.get("uar")),
-                "ifdd.test_war": str(test.get("war"))})
+                **key, "ifdd.selection": p.selection, "ifdd.strategy": p.strategy, "ifdd.protocol": proto,
+                "ifdd.protocol_label": PROTOCOLS[proto], "ifdd.selected_on": json.dumps(chosen_on),
+                "ifdd.test_uar": str(test.get("uar")), "ifdd.test_war": str(test.get("war"))})
             version = mv.version
         client.set_registered_model_alias(name, f"fold{fold}", version)
         versions[fold] = str(version)
     return versions
 
 
-def set_champion(tracker, dataset: str, candidates: list[dict[str, Any]]) -> str | None:
-    """``candidates``: [{version, selection_value}] across folds; the best selection value becomes ``champion``."""
-    if not candidates:
+def set_champion(tracker, name: str, candidates: list[dict[str, Any]], selection: str) -> str | None:
+    """``candidates``: [{version, selection_value}] across folds; the best inner-val value becomes ``champion``.
+    Under ``selection: test`` there is none: a best-on-test choice is no model to deploy."""
+    if not candidates or not is_nested(selection):
         return None
     best = max(candidates, key=lambda c: (c["selection_value"], -int(c["version"])))
-    tracker.client.set_registered_model_alias(f"ifdd-{dataset}", "champion", best["version"])
+    tracker.client.set_registered_model_alias(name, "champion", best["version"])
     return best["version"]

@@ -6,6 +6,10 @@ is printed once, and ``reconcile`` later logs every epoch MLflow is missing from
 The history is read from the newest checkpoint of the trial's Train run (``run_history``), not from the one Tune last
 heard of: an epoch can be checkpointed after the driver's last result (Ctrl-C between the two), and the resumed
 run, with nothing left to train, reports nothing more.
+
+The workers name the selection split's metrics ``val_*`` whatever that split is; under ``selection: test`` (paper
+parity) they are test metrics and each trial's run logs them as ``test_*`` / ``ckpt_test_*`` (orchestrator/protocol.py
+``metric_name``), with the tag ``ifdd.selection_split``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import ray.tune
 
+from orchestrator.protocol import metric_name, selection_split
 from orchestrator.tracking.secrets import mask_secrets
 
 EPOCH_METRICS = ("train_loss", "train_ce", "train_gc", "val_uar", "val_war", "val_loss", "lr", "clips_per_s",
@@ -26,10 +31,11 @@ class TrialTracking:
     """What identifies the runs of one study, and the helpers shared by the callback and ``reconcile``."""
 
     def __init__(self, uri: str, artifact_root: str | None, experiment: str, study: str, parent_tags: dict[str, str],
-                 base_params: dict[str, Any], trial_tags: dict[str, str]):
+                 base_params: dict[str, Any], trial_tags: dict[str, str], selection: str = "val"):
         self.uri, self.artifact_root = uri, artifact_root
         self.experiment, self.study = experiment, study
         self.parent_tags, self.base_params, self.trial_tags = parent_tags, base_params, trial_tags
+        self.selection = selection
         self._tracker = None
 
     def __getstate__(self):  # Tune pickles callbacks into its experiment state: never the client
@@ -53,9 +59,13 @@ class TrialTracking:
         exp, parent = self.parent()
         tags = {"ifdd.study": self.study, "ifdd.trial_id": trial_id}
         run_id = self.tracker.run(exp, f"{self.study}-{trial_id}", tags, parent=parent)
-        self.tracker.set_tags(run_id, self.trial_tags)
+        self.tracker.set_tags(run_id, {**self.trial_tags, "ifdd.selection_split": selection_split(self.selection)})
         self.tracker.log_params(run_id, {**self.base_params, **{f"search.{k}": v for k, v in config.items()}})
         return run_id
+
+    def epoch_metrics(self, result: dict[str, Any]) -> dict[str, Any]:
+        """One epoch's metrics as the trial's run logs them (named after the split they come from)."""
+        return {metric_name(k, self.selection): result[k] for k in EPOCH_METRICS if k in result}
 
 
 class MLflowTrialCallback(ray.tune.Callback):
@@ -83,8 +93,8 @@ class MLflowTrialCallback(ray.tune.Callback):
     def _run(self, trial) -> str | None:
         if trial.trial_id not in self.runs:
             run_id = self._safe(self.tracking.trial_run, trial.trial_id, dict(trial.config or {}))
-            history = self._safe(self.tracking.tracker.client.get_metric_history, run_id, "val_uar") if run_id \
-                else None
+            history = self._safe(self.tracking.tracker.client.get_metric_history, run_id,
+                                 metric_name("val_uar", self.tracking.selection)) if run_id else None
             if run_id and history is not None:
                 self.runs[trial.trial_id] = run_id
                 self.logged[run_id] = {int(m.step) for m in history}
@@ -96,8 +106,8 @@ class MLflowTrialCallback(ray.tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run(trial)
         if run_id and "epoch" in result and int(result["epoch"]) not in self.logged[run_id]:
-            metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
-            self._safe(self.tracking.tracker.log_metrics, run_id, metrics, int(result["epoch"]))
+            self._safe(self.tracking.tracker.log_metrics, run_id, self.tracking.epoch_metrics(result),
+                       int(result["epoch"]))
             if not self.failed:
                 self.logged[run_id].add(int(result["epoch"]))
 
@@ -143,11 +153,12 @@ def reconcile(tracking: TrialTracking, rows, histories: dict[str, list[dict[str,
         run_id = tracking.trial_run(row.trial_id, row.params)
         tracker.set_tags(run_id, {"ifdd.status": row.status, **({"ifdd.reason": row.reason[:250]} if row.reason
                                                                   else {})})
-        have = {m.step for m in tracker.client.get_metric_history(run_id, "val_uar")}
+        uar = metric_name("val_uar", tracking.selection)
+        have = {m.step for m in tracker.client.get_metric_history(run_id, uar)}
         for h in histories.get(row.trial_id, []):
             if h.get("val_uar") is None or int(h["epoch"]) in have:
                 continue
-            tracker.log_metrics(run_id, {k: h[k] for k in EPOCH_METRICS if k in h}, int(h["epoch"]))
+            tracker.log_metrics(run_id, tracking.epoch_metrics(h), int(h["epoch"]))
             added += 1
         if row.status == "infeasible":
             tracker.log_metrics(run_id, {"infeasible": 1}, 1)

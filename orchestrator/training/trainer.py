@@ -3,7 +3,9 @@
 ``make_trainer`` is shared with the search (one trainer per Tune trial); ``run_training`` is ``ifdd train``.
 Runs are named deterministically, so starting the same name with the same storage again continues from the last
 checkpoint (Ray Train restores ``storage/name``), and ``FailureConfig(max_failures)`` restarts a worker group that
-lost a worker from its last checkpoint.
+lost a worker from its last checkpoint. Every run carries a fingerprint (fold, selection, config hash, manifest hash;
+orchestrator/protocol.py): continuing a run under another one is refused, here before Ray Train starts when the
+storage is local, and in the workers' restore in any case.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from ifdd.config import to_dict
 from ifdd.runconfig import RunConfig
 from orchestrator.planner import WorkerResources
+from orchestrator.protocol import check_fingerprint, run_fingerprint
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,33 @@ class TrainOutcome:
     best_val: dict[str, Any]
 
 
+def fingerprint_of(cfg: RunConfig, fold: int, selection: str) -> dict[str, Any]:
+    """The run's fingerprint; the manifest hash is read from the manifest the config names."""
+    from ifdd.data.manifest import load_manifest
+
+    sha = str(load_manifest(cfg.data.manifest).attrs["ifdd"].get("content_sha256", ""))
+    return run_fingerprint(to_dict(cfg), fold, selection, sha)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``checkpoint_<timestamp>`` folder of a Train run on local storage (names sort by time)."""
+    found = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir()) if run_dir.is_dir() else []
+    return found[-1] if found else None
+
+
+def check_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """Refuse to continue a run whose latest checkpoint was written under another fingerprint (another fold,
+    selection rule, config or manifest): its best checkpoint would be tested as if it were this run's."""
+    from ifdd.checkpoint import load_checkpoint
+
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None or not (ckpt / "state.pt").is_file():
+        return
+    saved = load_checkpoint(ckpt / "state.pt").get("fingerprint")
+    check_fingerprint(saved, fingerprint, f"run {run_dir.name} ({run_dir})",
+                      "start it over with --fresh, or give this run another --name")
+
+
 def make_trainer(cfg: RunConfig, fold: int, *, name: str, storage: str, res: WorkerResources, selection: str = "val",
                  max_failures: int = 2, callbacks: list | None = None, backend: str = "auto"):
     import ray.train
@@ -39,10 +69,13 @@ def make_trainer(cfg: RunConfig, fold: int, *, name: str, storage: str, res: Wor
 
     from orchestrator.training.worker import train_loop_per_worker
 
+    fingerprint = fingerprint_of(cfg, fold, selection)
+    if "://" not in storage:
+        check_resumable(Path(storage) / name, fingerprint)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"run": to_dict(cfg), "fold": fold, "selection": selection, "threads": res.threads,
-                           "label": name},
+                           "label": name, "fingerprint": fingerprint},
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.workers, use_gpu=res.use_gpu,
             resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.use_gpu else {})}),

@@ -208,12 +208,19 @@ def test_study_note_says_winner_params_values_tests_and_rule(small_manifest, tmp
     from orchestrator.tracking.study_runs import study_note
 
     space = load_space(write_space(tmp_path / "n.yaml", small_manifest))
-    best = TrialRow("ab12", {"model.split_ratio": 0.5, "loss.lambda_gc": 0.123456}, "complete", 2, {"val_uar": 0.4})
-    res = StudyResult("n-fold1", [1], True, [best, TrialRow("cd34", {}, "stopped", 1, {"val_uar": 0.1})], best=best,
-                      tests={1: {"uar": 0.3333, "war": 0.25, "clips": 12}})
+    best = TrialRow("ab12", {"model.split_ratio": 0.5, "loss.lambda_gc": 0.123456}, "complete", 2, {"val_uar": 0.4},
+                    fold_values={"1": {"val_uar": 0.4}})
+    base = TrialRow("cd34", {}, "stopped", 1, {"val_uar": 0.1}, base=True, fold_values={"1": {"val_uar": 0.1}})
+    res = StudyResult("n-fold1", [1], True, [best, base], best=best, winners={1: best},
+                      tests={1: {"uar": 0.3333, "war": 0.25, "clips": 12}},
+                      base_tests={1: {"uar": 0.2, "war": 0.125, "clips": 12}})
     note = study_note(res, space)
-    for part in ("`ab12`", "inner-val (val_uar 0.4000)", "**UAR 0.3333, WAR 0.2500** (12 clips)",
-                 "`loss.lambda_gc=0.1235`", "`model.split_ratio=0.5`", "nested estimate", "1 complete, 1 stopped"):
+    for part in ("fold 1: trial `ab12`", "inner-val (val_uar 0.4000)", "**UAR 0.3333, WAR 0.2500** (12 clips)",
+                 "base config UAR 0.2000, WAR 0.1250", "`loss.lambda_gc=0.1235`", "`model.split_ratio=0.5`",
+                 "fold-wise nested", "1 complete, 1 stopped"):
         assert part in note, part
+    parity = load_space(write_space(tmp_path / "p.yaml", small_manifest, protocol={"selection": "test"}))
+    note = study_note(res, parity)  # under paper parity the chosen-on figure is a test one, and named so
+    assert "chosen on test (test_uar 0.4000)" in note and "paper parity" in note and "val_uar" not in note
     res = StudyResult("n-fold1", [1], False, [], note="1 of 4 trials finished")
     assert study_note(res, space) == "**n-fold1**: no winner (1 of 4 trials finished). 0 trial(s): none."

@@ -188,7 +188,7 @@ def check_parent_run(runs: Path, experiment: str) -> None:
     assert parent.data.metrics["test_uar"] == pytest.approx(summary["test_uar"])
     assert parent.data.metrics["test_war"] == pytest.approx(summary["test_war"])
     note = parent.data.tags["mlflow.note.content"]
-    assert f"`{summary['trial']}`" in note and f"UAR {summary['test_uar']:.4f}" in note and "nested estimate" in note
+    assert f"`{summary['trial']}`" in note and f"UAR {summary['test_uar']:.4f}" in note and "fold-wise nested" in note
 
 
 @pytest.mark.ray

@@ -204,7 +204,7 @@ def test_search_on_postgres_keeps_optuna_and_mlflow_there_and_resumes(postgres, 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "study pgs-fold1: resuming" in done.stdout
     assert f"Optuna: {opt}" in done.stdout
-    assert f"browse with `ifdd ui --runs {storage.parent} --tracking-uri {ml}`" in done.stdout  # a command that opens it
+    assert f"browse with `ifdd ui --runs {storage.parent} --tracking-uri {ml}`" in done.stdout  # it opens the store
 
     runs = tmp_path / "runs"
     assert not (runs / "optuna.db").exists() and not (runs / "mlflow.db").exists()
@@ -256,15 +256,15 @@ def _check_mlflow(url: str, summary: dict) -> list[str]:
         # one point per epoch, none lost or duplicated by the Ctrl-C and the resume (PostgreSQL returns them
         # unordered); an epoch checkpointed after Tune's last result is logged by the reconcile
         assert sorted(steps) == [1, 2], steps
-    model = client.get_registered_model("ifdd-synthetic")
+    model = client.get_registered_model("ifdd-synthetic-pgs-foldwise")
     assert {"fold1", "fold2", "champion"} <= set(model.aliases)
     assert summary["registry"]["champion_version"] == str(model.aliases["champion"])
     mlflow.set_tracking_uri(url)
     with no_pickle_loading():  # the registered pt2 passes MLflow's pickle-free check
-        net = mlflow.pytorch.load_model("models:/ifdd-synthetic@champion", map_location="cpu")
+        net = mlflow.pytorch.load_model("models:/ifdd-synthetic-pgs-foldwise@champion", map_location="cpu")
     with torch.no_grad():
         assert net(torch.rand(1, 3, 16, 64, 64)).shape == (1, 7)
-    versions = client.search_model_versions("name='ifdd-synthetic'")
+    versions = client.search_model_versions("name='ifdd-synthetic-pgs-foldwise'")
     return [str(v) for r in runs for v in (*r.data.tags.values(), *r.data.params.values())] + [
         str(v) for mv in versions for v in mv.tags.values()]
 

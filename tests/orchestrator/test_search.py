@@ -1,4 +1,5 @@
-"""`ifdd search` end to end on a real local Ray: fold-wise studies, selection, one test per fold, summary, reuse."""
+"""`ifdd search` end to end on a real local Ray: fold-wise studies, the base config as every study's first trial,
+selection, the leakage check, one test per fold, winner vs base, the cross-fold nested choice, summary, reuse."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from ifdd_testkit.fixtures import no_pickle_loading, split_size
 
 from orchestrator.cli import main
@@ -19,28 +21,47 @@ def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tm
     storage = tmp_path / "runs" / "ray"
     assert main(["search", "--space", str(space), "--runs", str(storage.parent)]) == 0
     out = capsys.readouterr().out
-    assert "fold-wise summary (checkpoint chosen on the inner-val split, test split evaluated once" in out
+    assert "fold-wise summary (fold-wise nested: each fold's config and checkpoint chosen on that fold's" in out
     results = tmp_path / "runs" / "search" / "fw"
     summary = json.loads((results / "summary.json").read_text())
-    assert [r["fold"] for r in summary["folds"]] == [1, 2]
+    assert [r["fold"] for r in summary["folds"]] == [1, 2] and summary["leakage"] == {"1": 0, "2": 0}
     for fold in (1, 2):
         study = json.loads((results / f"fw-fold{fold}.json").read_text())
-        assert study["complete"] and len(study["trials"]) == 4
+        assert study["complete"] and len(study["trials"]) == 4 and study["protocol"] == "fold-wise-nested"
         assert len({t["trial_id"] for t in study["trials"]}) == 4
+        # the first trial is the space's base config, the reference the winner is compared with
+        first = min(study["trials"], key=lambda t: t["trial_id"])
+        assert first["base"] and [t["base"] for t in study["trials"]].count(True) == 1
+        assert first["params"] == {"model.split_ratio": 0.5, "model.lifting_depth": 1, "loss.lambda_gc": 0.1}
         statuses = {t["status"] for t in study["trials"]}
         assert statuses <= {"complete", "stopped", "infeasible"}, statuses
         for t in study["trials"]:
             infeasible = t["params"]["model.split_ratio"] == 0.125 and t["params"]["model.lifting_depth"] == 2
             assert (t["status"] == "infeasible") == infeasible, t
         best = study["best"]
-        assert best["status"] != "infeasible" and best["checkpoint"]
+        assert best["status"] != "infeasible" and best["checkpoint"] and study["winners"][str(fold)] == best
         ranked = max(t["values"]["val_uar"] for t in study["trials"] if t["status"] != "infeasible")
         assert best["values"]["val_uar"] == ranked  # the winner is the best on inner-val, never on test
+        # the value recomputed from the per-clip records is the one Tune ranked on
+        assert best["fold_values"][str(fold)]["val_uar"] == pytest.approx(ranked, abs=1e-9)
+        leak = study["leakage"][str(fold)]
+        chosen_on = json.loads((Path(best["checkpoint"]) / "selection.json").read_text())["clip_id"]
+        assert leak["overlap"] == 0 and leak["selection_clips"] == len(chosen_on)
         test = study["tests"][str(fold)]
         assert test["clips"] == split_size(small_manifest, fold, "test") and 0.0 <= test["uar"] <= 1.0
-        assert sum(map(sum, test["confusion"])) == test["clips"]
+        assert test["uar_classes"] == 7
+        assert sum(map(sum, test["confusion"])) == test["clips"] == test["listed_clips"]
+        base_test = study["base_tests"][str(fold)]
+        assert base_test["clips"] == test["clips"]
+        if first["trial_id"] == best["trial_id"]:
+            assert base_test == test  # one evaluation, reported twice
     assert summary["test_uar_std"] >= 0.0 and 0.0 <= summary["test_uar_mean"] <= 1.0
-    assert (results / "summary.md").read_text().count("| 1 |") == 1
+    paired = summary["paired"]["test_uar"]
+    assert paired["folds"] == [1, 2] and paired["mean_diff"] == pytest.approx(
+        sum(r["test_uar"] - r["base"]["test_uar"] for r in summary["folds"]) / 2)
+    md = (results / "summary.md").read_text()
+    assert md.count("| 1 | ") == 2  # the per-fold table and the winner-vs-base table
+    assert "What the search bought" in md and "winner − base, test UAR" in md and "sign test p =" in md
 
     versions_before = _check_mlflow(tmp_path / "runs", summary)
     assert {"fw-fold1-optimization_history.json", "fw-fold1-parallel_coordinate.json", "fw-fold1-optuna.html"} <= {
@@ -48,11 +69,13 @@ def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tm
 
     assert main(["report", "--runs", str(tmp_path / "runs"), "--experiment", "fw"]) == 0
     report = (tmp_path / "runs" / "reports" / "fw" / "report.md").read_text()
-    assert "nested estimate" in report and "| 1 | " in report and "| 2 | " in report
+    assert "protocol: **fold-wise nested" in report and "| 1 | " in report and "| 2 | " in report
+    assert "winner vs the base config" in report and "winner − base, test UAR" in report
     assert "FineCLIPER | 65.98 | 76.21" in report and "not reproduced here" in report
     page = (tmp_path / "runs" / "reports" / "fw" / "report.html").read_text()
     assert "data:image/png;base64," in page and "<h3>fw-fold1: optimization history</h3>" in page
     assert "<h3>fw-fold2: learning curves (fold 2)</h3>" in page and page.count("plotly.js v") == 1
+    assert "<table id='base'>" in page and "sign test p =" in page
 
     # A second run refuses to overwrite; --resume reuses the finished folds without training or re-registering.
     assert main(["search", "--space", str(space), "--runs", str(storage.parent)]) == 2
@@ -86,33 +109,81 @@ def _check_mlflow(runs: Path, summary: dict) -> int:
             steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_uar")]
             assert steps and steps == sorted(set(steps)) and steps[0] == 1  # one point per epoch, no duplicates
     for p in parents:
-        assert "test_uar" in p.data.metrics
+        assert {"test_uar", "base_test_uar", "selected_val_uar", "selection_test_overlap"} <= set(p.data.metrics)
+        assert p.data.tags["ifdd.protocol"] == "fold-wise-nested"
         names = {a.path for a in client.list_artifacts(p.info.run_id)}
         fold = p.data.tags["ifdd.fold"]
-        assert {"resolved_config.yaml", f"per_class_recall_fold{fold}.json", f"confusion_fold{fold}.png"} <= names
-    versions = client.search_model_versions("name='ifdd-synthetic'")
-    model = client.get_registered_model("ifdd-synthetic")
+        assert {f"resolved_config_fold{fold}.yaml", f"per_class_recall_fold{fold}.json",
+                f"confusion_fold{fold}.png"} <= names
+    name = summary["registry"]["model"]
+    assert name == "ifdd-synthetic-fw-foldwise"  # one registered model per space and protocol
+    versions = client.search_model_versions(f"name='{name}'")
+    assert versions and all(v.tags["ifdd.selection"] == "val" and v.tags["ifdd.protocol"] == "fold-wise-nested"
+                            and "val_uar" in json.loads(v.tags["ifdd.selected_on"]) for v in versions)
+    model = client.get_registered_model(name)
     assert {"fold1", "fold2", "champion"} <= set(model.aliases)
     assert summary["registry"]["champion_version"] == str(model.aliases["champion"])
     mlflow.set_tracking_uri(uri)
     with no_pickle_loading():  # the registered pt2 passes MLflow's pickle-free check
-        net = mlflow.pytorch.load_model("models:/ifdd-synthetic@champion", map_location="cpu")
+        net = mlflow.pytorch.load_model(f"models:/{name}@champion", map_location="cpu")
     with torch.no_grad():
         logits = net(torch.rand(1, 3, 16, 64, 64))
     assert logits.shape == (1, 7)
     return len(versions)
 
 
-def test_cross_fold_trial_trains_every_fold_and_winner_is_tested_on_each(small_manifest, tmp_path, ray_local,
-                                                                         capsys, write_space):
+def test_cross_fold_chooses_each_fold_without_its_test_clips(small_manifest, tmp_path, ray_local, capsys,
+                                                             write_space):
+    """Each trial trains every fold; fold k's winner is the best on every fold's inner-val clips minus fold k's
+    test clips (recomputed here from the trials' per-clip records), tested once with its fold-k model; the deploy
+    choice is reported apart, as a choice."""
+    from ifdd.data.manifest import fold_split, listed_ids, load_manifest
+    from ifdd.metrics import confusion_matrix, uar
+
     space = write_space(tmp_path / "cf.yaml", small_manifest, search={"loss.lambda_gc": {
         "type": "float", "low": 0.01, "high": 1.0, "log": True}}, budget={"num_samples": 2, "max_epochs": 1})
     storage = tmp_path / "runs" / "ray"
     assert main(["search", "--space", str(space), "--strategy", "cross-fold", "--runs", str(storage.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "cross-fold summary (cross-fold nested (leave-fold-out selection)" in out
     study = json.loads((tmp_path / "runs" / "search" / "cf" / "cf-crossfold.json").read_text())
     assert study["complete"] and sorted(map(int, study["tests"])) == [1, 2]
+    assert study["protocol"] == "cross-fold-nested"
     assert all(t["status"] == "complete" for t in study["trials"])
-    assert "cross-fold summary" in capsys.readouterr().out
+    assert [t["params"] for t in study["trials"] if t["base"]] == [
+        {"model.split_ratio": 0.5, "model.lifting_depth": 1, "loss.lambda_gc": 0.1}]
+
+    df = load_manifest(small_manifest)
+    def latest(run: Path) -> Path:
+        return max(p for p in run.glob("checkpoint_*") if p.is_dir())
+
+    records = {(t["trial_id"], j): json.loads((latest(storage / "search" / "cf" / "trials" /
+                                                      f"cf-crossfold-{t['trial_id']}-fold{j}") /
+                                               "selection.json").read_text())
+               for t in study["trials"] for j in (1, 2)}
+    for k in (1, 2):
+        test = listed_ids(df, k, "test")
+        assert set(fold_split(df, 3 - k, "val")["clip_id"]) & test  # the other fold's inner-val holds some of them
+        scope = {j: set(fold_split(df, j, "val")["clip_id"]) - test for j in (1, 2)}
+        scores = {}
+        for t in study["trials"]:
+            pairs = [(p, y) for j in (1, 2) for c, p, y in zip(*(records[(t["trial_id"], j)][x] for x in (
+                "clip_id", "pred", "label")), strict=True) if c in scope[j]]
+            cm = confusion_matrix(torch.tensor([p for p, _ in pairs]), torch.tensor([y for _, y in pairs]), 7)
+            scores[t["trial_id"]] = uar(cm)
+        winner = study["winners"][str(k)]
+        assert winner["fold_values"][str(k)]["val_uar"] == pytest.approx(scores[winner["trial_id"]])
+        assert scores[winner["trial_id"]] == max(scores.values())
+        assert study["leakage"][str(k)] == {"selection_clips": len(scope[1] | scope[2]), "test_clips": len(test),
+                                             "overlap": 0}
+        assert study["tests"][str(k)]["clips"] == len(fold_split(df, k, "test"))
+    summary = json.loads((tmp_path / "runs" / "search" / "cf" / "summary.json").read_text())
+    assert summary["leakage"] == {"1": 0, "2": 0}
+    assert [r["trial"] for r in summary["folds"]] == [study["winners"][k]["trial_id"] for k in ("1", "2")]
+    deploy = summary["deploy"]
+    assert deploy["trial_id"] == study["best"]["trial_id"] and "a choice, not an estimate" in deploy["label"]
+    md = (tmp_path / "runs" / "search" / "cf" / "summary.md").read_text()
+    assert "deploy choice" in md and "What the search bought" in md
 
 
 def test_multi_objective_reports_a_pareto_front(small_manifest, tmp_path, ray_local, capsys, write_space):

@@ -76,7 +76,7 @@ def test_mlflow_ui_in_chromium_runs_under_parents_and_compare_view(searched, ifd
             page.goto(report.resolve().as_uri())
             page.get_by_text("Per-fold test results").wait_for(timeout=30000)
             assert page.locator("#folds tr").count() == 2  # header + fold 1
-            assert "nested estimate" in page.locator(".label").inner_text()
+            assert "fold-wise nested" in page.locator(".label").inner_text()
             assert page.locator("img").count() == 1 and page.locator(".js-plotly-plot").count() >= 2
             page.screenshot(path=str(shots / "report.png"), full_page=True)
             browser.close()
@@ -109,8 +109,8 @@ def test_remote_tracking_server_gets_the_same_layout(searched, small_manifest, t
         assert len([r for r in all_runs if "mlflow.parentRunId" in r.data.tags]) == 2
         parent = next(r for r in all_runs if r.data.tags.get("ifdd.kind") == "study")
         assert "test_uar" in parent.data.metrics
-        assert {"resolved_config.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert "fold1" in client.get_registered_model("ifdd-synthetic").aliases
+        assert {"resolved_config_fold1.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert "fold1" in client.get_registered_model("ifdd-synthetic-ui-foldwise").aliases
         assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to a local store
     finally:
         _stop_ui(ui, port)

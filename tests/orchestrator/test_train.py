@@ -1,4 +1,5 @@
-"""`ifdd train` end to end on a real local Ray cluster: 2 DDP workers, checkpoints, restart, bad input."""
+"""`ifdd train` end to end on a real local Ray cluster: 2 DDP workers, checkpoints, restart, fingerprints, bad
+input."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def test_two_workers_train_checkpoint_and_restart(small_manifest, tmp_path, ray_
             "--name", "r"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "fold 2 test: UAR" in out and "nested estimate" in out
+    assert "fold 2 test: UAR" in out and "fold-wise nested" in out and "over 7 classes" in out
     s = _summary(storage, "r")
+    assert s["selection_test_overlap"] == 0 and s["test"]["listed_clips"] == s["test"]["clips"]
     assert [int(h["epoch"]) for h in s["history"] if h.get("val_uar") is not None] == [1, 2]
     assert all(h["world_size"] == 2 for h in s["history"])
     # every test clip counted once: the manifest's fold-2 test split, no more, no fewer
@@ -35,12 +37,44 @@ def test_two_workers_train_checkpoint_and_restart(small_manifest, tmp_path, ray_
     # every inner-val clip counted exactly once although 2 workers each evaluated a padded shard (5 clips: odd)
     val = split_size(small_manifest, 2, "val")
     assert val % 2 == 1 and [h["val_clips"] for h in s["history"]] == [val, val]
+    ckpt = Path(s["checkpoint"])
+    chosen_on = json.loads((ckpt / "selection.json").read_text())
+    assert len(set(chosen_on["clip_id"])) == len(chosen_on["clip_id"]) == val
+    assert chosen_on["fingerprint"]["fold"] == 2 and chosen_on["fingerprint"]["selection"] == "val"
+    # each rank keeps its own RNG streams (resuming all ranks from rank 0's would make them draw alike)
+    from ifdd.checkpoint import load_checkpoint
+
+    rng = [load_checkpoint(ckpt / f"rng_rank{r}.pt")["rng"]["torch"] for r in (0, 1)]
+    assert not bool((rng[0] == rng[1]).all())
+
+    # Same name, same epochs: the finished run restores, trains nothing, and reports its last epoch again with a
+    # fresh checkpoint (else the driver, or Tune, keeps a stale result).
+    assert main(argv) == 0
+    again = _summary(storage, "r")
+    assert again["checkpoint"] != s["checkpoint"] and again["best_epoch"] == s["best_epoch"]
+    assert again["test"] == s["test"]
+
+    # The same name for another fold or selection rule would test a model trained on that fold's test clips (or
+    # chosen on them): refused before anything trains, naming the difference.
+    capsys.readouterr()
+    assert main([*argv[:4], "1", *argv[5:]]) == 2
+    err = capsys.readouterr().err
+    assert "error: run r" in err and "fold: saved 2, now 1" in err and "--fresh" in err
+    assert main([*argv, "--selection", "test"]) == 2
+    assert "selection: saved val, now test" in capsys.readouterr().err
 
     # Same name + storage, more epochs: continues from the epoch-2 checkpoint and trains only epoch 3.
     assert main(argv + ["--epochs", "3"]) == 0
     s = _summary(storage, "r")
     trained = [h for h in s["history"] if h.get("val_uar") is not None]
     assert trained[-1]["epoch"] == 3 and trained[-1]["start_epoch"] == 3
+
+
+def test_default_run_name_holds_the_selection_rule():
+    from orchestrator.commands.train import default_name
+
+    assert default_name("search_spaces/smoke.yaml", 1, "val") == "train-smoke-fold1-val"
+    assert default_name("a b.yaml", 3, "test") == "train-a_b-fold3-test"
 
 
 @pytest.mark.parametrize("edit,needle", [

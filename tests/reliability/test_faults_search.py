@@ -59,7 +59,7 @@ def test_sigterm_and_sigkill_then_resume_no_duplicate_trials_runs_or_versions(sm
     assert all(t["status"] == "complete" and t["epochs"] == 3 for t in study["trials"]), study["trials"]
     assert len(list((storage / "search" / "pk" / "trials").iterdir())) == 4  # one Train run per trial
 
-    got = fc.mlflow_counts(uri, "pk", "ifdd-synthetic")
+    got = fc.mlflow_counts(uri, "pk", "ifdd-synthetic-pk-foldwise")
     assert got["parents"] == 1 and got["children"] == 4 and got["trial_ids"] == sorted(ids), got
     assert all(steps == [1, 2, 3] for steps in got["epochs"].values()), got["epochs"]  # each epoch logged once
     assert got["statuses"] == ["FINISHED"] * 4 and got["versions"] == [1], got
@@ -69,4 +69,4 @@ def test_sigterm_and_sigkill_then_resume_no_duplicate_trials_runs_or_versions(sm
     again = fc.Proc([*argv, "--resume"], tmp_path, ifdd_env)
     assert again.wait(300) == 0, again.out[-3000:]
     assert "finished earlier" in again.out
-    assert fc.mlflow_counts(uri, "pk", "ifdd-synthetic") == got
+    assert fc.mlflow_counts(uri, "pk", "ifdd-synthetic-pk-foldwise") == got

@@ -37,8 +37,9 @@ def test_tracking_server_killed_mid_study_then_resume_fills_in(small_manifest, t
     study_json = runs / "search" / "mo" / "mo-fold1.json"
     try:
         first = fc.Proc(argv, tmp_path, env)
-        fc.wait_for(lambda: fc.mlflow_counts(uri, "mo", "ifdd-synthetic")["epochs"] and any(
-            fc.mlflow_counts(uri, "mo", "ifdd-synthetic")["epochs"].values()), 300, "a first epoch in MLflow", first)
+        model = "ifdd-synthetic-mo-foldwise"
+        fc.wait_for(lambda: fc.mlflow_counts(uri, "mo", model)["epochs"] and any(
+            fc.mlflow_counts(uri, "mo", model)["epochs"].values()), 300, "a first epoch in MLflow", first)
         fc.kill_group(server)  # the tracking server dies mid-study
         assert first.wait(900) == 1, first.out[-4000:]
         out = first.out
@@ -59,7 +60,7 @@ def test_tracking_server_killed_mid_study_then_resume_fills_in(small_manifest, t
         back = fc.Proc([*argv, "--resume"], tmp_path, env)
         assert back.wait(600) == 0, back.out[-4000:]
         assert "logging it to MLflow now" in back.out
-        got = fc.mlflow_counts(uri, "mo", "ifdd-synthetic")
+        got = fc.mlflow_counts(uri, "mo", model)
         ids = sorted(t["trial_id"] for t in study["trials"])
         assert got["parents"] == 1 and got["children"] == 3 and got["trial_ids"] == ids, got
         assert all(steps == [1, 2] for steps in got["epochs"].values()), got["epochs"]  # no epoch lost or doubled

@@ -144,6 +144,9 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "cache with another frame count": (
         lambda p: train(config(p, data={"cache_dir": str(cache_copy(p, lambda i: i.update(frames=8)))})),
         ("data.cache_dir:", "holds 8 frames per clip; the model needs 16")),
+    "cache of another clip size": (  # the project's cache is 16²; the tiny model takes 64² clips
+        lambda p: train(config(p, data={"cache_dir": str(p / "cache")})),
+        ("data.cache_dir:", "holds 16² clips; the model needs 64²", "--size 64")),
     "init_weights missing": (lambda p: train(config(p, train={"init_weights": str(p / "k400.pth")})),
                              ("train.init_weights:", "k400.pth not found")),
     # search spaces
