@@ -171,6 +171,7 @@ def shutdown_ray() -> None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+    reload_ray_auth()  # Ray caches the auth mode and token: a later Ray of this process must not get this one's
     _local.clear()
     atexit.unregister(shutdown_ray)
 

@@ -1,9 +1,10 @@
-"""Search on real multi-process Ray clusters on one box: multi-node GPU packing, driver kill + resume, Ray Jobs."""
+"""Search on real multi-process Ray clusters on one box: multi-node GPU packing, Ray Jobs. (A driver killed
+mid-study and resumed to exactly num_samples: tests/reliability/test_faults_search.py; Ctrl-C's partial study and
+its resume: tests/orchestrator/test_postgres.py.)"""
 
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from ifdd_testkit.fixtures import split_size
-from ifdd_testkit.procio import Proc, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -71,47 +71,6 @@ def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, c
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-def _trainer_checkpoints(storage: Path) -> list[Path]:
-    return sorted(storage.glob("search/*/trials/*/checkpoint_*"))
-
-
-def test_driver_killed_mid_study_resumes_to_exactly_num_samples(small_manifest, tmp_path, ray_head, write_space,
-                                                                ifdd_env):
-    address, _ = ray_head
-    space = write_space(tmp_path / "rs.yaml", small_manifest,
-                        search={"loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
-                        budget={"num_samples": 4, "max_epochs": 3, "scheduler": "none"}, protocol={"folds": [1]},
-                        resources={"workers_per_trial": 1, "max_concurrent_trials": 1})
-    storage = tmp_path / "runs" / "ray"
-    argv = ["search", "--space", str(space), "--runs", str(storage.parent), "--address", address]
-
-    # 1) Ctrl-C: Tune stops and returns a partial result: reported as partial, nothing selected (exit 1).
-    proc = Proc(argv, tmp_path, ifdd_env)  # output read while it runs: a full pipe never blocks it
-    wait_for(lambda: len(_trainer_checkpoints(storage)) >= 2, 240, "two checkpoints", proc)
-    proc.signal(signal.SIGINT)
-    assert proc.wait(120) == 1, proc.out[-4000:]
-    assert "is partial" in proc.out and "--resume" in proc.out
-    partial = json.loads((tmp_path / "runs" / "search" / "rs" / "rs-fold1.json").read_text())
-    assert not partial["complete"] and partial["best"] is None and not partial["tests"]
-
-    # 2) --resume, then the driver is killed by pid (SIGKILL) mid-study.
-    proc = Proc([*argv, "--resume"], tmp_path, ifdd_env)
-    before = len(_trainer_checkpoints(storage))
-    wait_for(lambda: len(_trainer_checkpoints(storage)) >= before + 2, 240, "progress after resume", proc)
-    proc.signal(signal.SIGKILL)
-    proc.wait(60)
-
-    # 3) --resume again: finishes with exactly num_samples trials, each trained to max_epochs, none duplicated.
-    done = _ifdd(*argv, "--resume", cwd=tmp_path, env=ifdd_env, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    study = json.loads((tmp_path / "runs" / "search" / "rs" / "rs-fold1.json").read_text())
-    assert study["complete"] and len(study["trials"]) == 4
-    assert len({t["trial_id"] for t in study["trials"]}) == 4
-    assert all(t["status"] == "complete" and t["epochs"] == 3 for t in study["trials"]), study["trials"]
-    assert len(list((storage / "search" / "rs" / "trials").iterdir())) == 4  # one Train run per trial
-    assert study["tests"]["1"]["clips"] == split_size(small_manifest, 1, "test")
 
 
 def test_launch_submits_one_job_per_fold_and_they_succeed(small_manifest, tmp_path, ray_head, write_space,
