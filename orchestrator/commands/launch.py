@@ -28,6 +28,10 @@ from orchestrator.env import NO_TELEMETRY
 EXCLUDES = ["runs", ".venv", ".git", "*.parquet", "*.arrow", "*.mp4", "__pycache__", ".pytest_cache"]
 
 
+DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+"""Where `ray dashboard CLUSTER.yaml` forwards the head's dashboard."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("launch", help="submit one Ray Job per fold to a cluster; --status lists them",
                        description="Submit one `ifdd search` Ray Job per fold to a running cluster through its "
@@ -35,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", help="a shipped search space by name, or a search-space YAML (a path inside "
                                    "--working-dir)")
     p.add_argument("--folds", default=None, help="folds, one job each (default: the space's protocol.folds)")
-    p.add_argument("--address", default="http://127.0.0.1:8265",
-                   help="the head's dashboard address (default http://127.0.0.1:8265, e.g. through `ray dashboard`)")
+    p.add_argument("--address", default=None,
+                   help=f"the head's dashboard address (default {DEFAULT_DASHBOARD}, e.g. through `ray dashboard`); "
+                        "given, it is reached and its token checked first, also for --status")
     add_runs_arg(p)
     p.add_argument("--storage", default=None,
                    help="Ray storage every node reaches (a shared FS path or s3://…); default: <runs>/ray on this "
@@ -60,7 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     out = outputs(args)
     if args.status:
-        return show_status(lambda: jobs_client(args.address), args.space, out.launch_dir)
+        if args.address:  # a cluster named on the command line: reached, and its token checked, before anything
+            client = jobs_client(args.address)
+            return show_status(lambda: client, args.space, out.launch_dir)
+        return show_status(lambda: jobs_client(DEFAULT_DASHBOARD), args.space, out.launch_dir)
+    args.address = args.address or DEFAULT_DASHBOARD
     if not args.space:
         raise ValueError("--space: required unless --status")
     from orchestrator.search.shipped import load_named_space
