@@ -50,15 +50,21 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def check_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> None:
-    """Refuse to continue a run whose latest checkpoint was written under another fingerprint (another fold,
-    selection rule, config or manifest): its best checkpoint would be tested as if it were this run's."""
-    from ifdd.checkpoint import load_checkpoint
+    """Refuse to continue a run whose newest usable checkpoint was written under another fingerprint (another
+    fold, selection rule, config or manifest): its best checkpoint would be tested as if it were this run's. A
+    checkpoint that fails its checksum is passed over here, as the resume itself passes over it (with a warning,
+    in the worker); none usable: nothing to check, the worker says what it finds."""
+    from ifdd.checkpoint import CheckpointError, load_first_valid
 
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None or not (ckpt / "state.pt").is_file():
+    found = sorted((p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()), reverse=True) \
+        if run_dir.is_dir() else []
+    if not found:
         return
-    saved = load_checkpoint(ckpt / "state.pt").get("fingerprint")
-    check_fingerprint(saved, fingerprint, f"run {run_dir.name} ({run_dir})",
+    try:
+        _, files = load_first_valid(found, ("state.pt",), warn=lambda _msg: None)
+    except CheckpointError:
+        return
+    check_fingerprint(files["state.pt"].get("fingerprint"), fingerprint, f"run {run_dir.name} ({run_dir})",
                       "start it over with --fresh, or give this run another --name")
 
 

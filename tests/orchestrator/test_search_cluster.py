@@ -21,7 +21,8 @@ def _ifdd(*args: str, cwd: Path, env: dict, **kw) -> subprocess.CompletedProcess
                           capture_output=True, text=True, **kw)
 
 
-def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, capsys, write_space):
+def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, capsys, write_space,
+                                                    token_cluster_env):
     """Head (no GPU) + 2 worker nodes with 2 logical GPUs each: 4 one-GPU trials at once, on both workers."""
     import ray
     from ray.cluster_utils import Cluster

@@ -46,6 +46,7 @@ def _alive_train_workers(address: str, node_id: str) -> list:
 
 
 def test_worker_node_killed_mid_study_trials_resume_from_checkpoints(small_manifest, tmp_path, write_space,
+                                                                    token_cluster_env,
                                                                     ifdd_env):
     import ray
     from ray.cluster_utils import Cluster

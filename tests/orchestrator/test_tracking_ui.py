@@ -110,7 +110,7 @@ def test_remote_tracking_server_gets_the_same_layout(searched, small_manifest, t
         parent = next(r for r in all_runs if r.data.tags.get("ifdd.kind") == "study")
         assert "test_uar" in parent.data.metrics
         assert {"resolved_config_fold1.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert "fold1" in client.get_registered_model("ifdd-synthetic-ui-foldwise").aliases
+        assert "fold1" in client.get_registered_model("ifdd-synthetic-rt-foldwise").aliases
         assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to a local store
     finally:
         _stop_ui(ui, port)

@@ -19,7 +19,7 @@ FOLDS, TRIALS = 3, 2
 
 
 @pytest.fixture
-def cluster():
+def cluster(token_cluster_env):
     """A head (2 CPUs, dashboard on loopback) and two worker nodes (2 CPUs each) as real Ray node processes."""
     import ray
     from ray.cluster_utils import Cluster

@@ -67,8 +67,8 @@ TOKEN_ENV = "IFDD_TEST_RAY_TOKEN_PATH"
 
 def session_token() -> Path:
     """The Ray token of this test session's clusters: one file (0600, in a private temp folder) made on first use
-    and named in this process's environment, so every copy of this conftest (the fault tests load it by path)
-    agrees on it. Every `ray start` head and every client of ``cli_env`` uses it."""
+    and named in this process's environment. Every `ray start` head, every ``token_cluster_env`` cluster and every
+    client of ``cli_env`` uses it."""
     import os
     import secrets
     import tempfile
@@ -81,6 +81,22 @@ def session_token() -> Path:
         os.environ[TOKEN_ENV] = str(path)
     return Path(os.environ[TOKEN_ENV])
 
+
+
+@pytest.fixture
+def token_cluster_env(monkeypatch):
+    """This process in token mode with the session's token, for a ``ray.cluster_utils.Cluster`` started here: its
+    node processes inherit the environment, so the cluster has token auth like every Ray the project starts, and
+    the ``ifdd`` subprocesses of ``cli_env`` (token mode) can join it. Ray caches the mode: re-read on both ends."""
+    from orchestrator.ray_session import reload_ray_auth
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(session_token()))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    reload_ray_auth()
+    yield
+    monkeypatch.undo()
+    reload_ray_auth()
 
 def cli_env() -> dict[str, str]:
     """Environment for `ifdd`/`ray` subprocesses: this venv first on PATH, no telemetry, Ray's token auth on with
