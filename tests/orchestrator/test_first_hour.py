@@ -102,8 +102,12 @@ def check_quiet_terminal(done: subprocess.CompletedProcess, runs: Path, study: s
     m = re.fullmatch(r"log: (\S+) \(Ray, worker and library output\)", out[0])
     assert m and Path(m[1]).parent == runs / "logs" and Path(m[1]).is_file(), out[0]
     terminal = done.stdout + done.stderr
+    # a worker's warning does reach the terminal, with its relay prefix (here: the small set's inner-val split
+    # lacks 2 of the 7 classes, which the UAR class count warns about); nothing else of the relay does
+    relayed = "\n".join(line for line in terminal.splitlines()
+                         if not re.match(r"\((RayTrainWorker|TrainController) pid=\d+\) warning: ", line))
     for quiet in QUIET:
-        assert quiet not in terminal, quiet
+        assert quiet not in relayed, quiet
     assert not [line for line in terminal.splitlines() if parse_epoch_line(line.split(") ", 1)[-1])]
     final = [line for line in done.stderr.splitlines() if line.startswith(f"{study} 2/2 trials: ")]
     assert final, done.stderr
@@ -157,13 +161,17 @@ def check_in_chromium(link: str, report: Path, study: str) -> None:
         pytest.skip("system package missing: chromium at /usr/bin/chromium (apt-get install chromium)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        page = browser.new_page(viewport={"width": 1800, "height": 900})
+        # wide enough for every column of the saved view: the grid renders only the columns in sight, and MLflow
+        # orders metric columns by name (base_test_*, selected_*, selection_test_overlap, test_*)
+        page = browser.new_page(viewport={"width": 3400, "height": 900})
         page.add_init_script("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');")
         page.goto(link)
         page.get_by_text(study).first.wait_for(timeout=60000)
         for column in ("test_uar", "test_war", "Description"):  # the saved view's columns
             page.get_by_text(column, exact=True).first.wait_for(timeout=30000)
-        assert page.get_by_text("chosen on inner-val").count() >= 1  # the parent run's description
+        # the parent run's description (the cell shows its first ~60 characters: "**fh-fold1**: fold 1: trial `…`
+        # chosen on i…")
+        assert page.get_by_text(re.compile(r"fold 1: trial `\w+` chosen on")).count() >= 1
 
         requests: list[str] = []
         page = browser.new_page(viewport={"width": 1300, "height": 900})
