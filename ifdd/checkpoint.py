@@ -135,6 +135,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint {path}: cannot be loaded with weights_only=True: {e}") from e
 
 
+def checkpoint_dirs_newest_first(run_dir: str | os.PathLike) -> list[Path]:
+    """The ``checkpoint_<timestamp>`` folders of a run that hold a ``state.pt``, newest first (the names sort by
+    time): the candidates of ``load_first_valid`` for a resume or a read of the run's history."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted((p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()), key=lambda p: p.name,
+                  reverse=True)
+
+
 def load_first_valid(dirs: Sequence[str | os.PathLike], names: Sequence[str], map_location: str | torch.device = "cpu",
                      warn: Callable[[str], None] | None = None) -> tuple[Path, dict[str, dict[str, Any]]]:
     """Load ``names`` from the first of ``dirs`` (newest first) whose files all verify; warn about each one skipped.

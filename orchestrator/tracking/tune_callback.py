@@ -126,11 +126,10 @@ def run_history(run_dir: str | Path, reported: str | None = None) -> list[dict[s
     """Every epoch a trial's Train run finished: the history in the newest of its checkpoints that verifies
     (``checkpoint_<timestamp>`` names sort by time; ``reported``, the checkpoint Tune last heard of, is a candidate
     too). Empty when the run has no usable checkpoint (an infeasible trial never started one)."""
-    from ifdd.checkpoint import CheckpointError, load_first_valid
+    from ifdd.checkpoint import CheckpointError, checkpoint_dirs_newest_first, load_first_valid
 
     run_dir = Path(run_dir)
-    found = sorted((p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()), key=lambda p: p.name,
-                   reverse=True) if run_dir.is_dir() else []
+    found = checkpoint_dirs_newest_first(run_dir)
     if reported and (Path(reported) / "state.pt").is_file() and Path(reported) not in found:
         found.append(Path(reported))
     if not found:

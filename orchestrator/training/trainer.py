@@ -54,10 +54,9 @@ def check_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> None:
     fold, selection rule, config or manifest): its best checkpoint would be tested as if it were this run's. A
     checkpoint that fails its checksum is passed over here, as the resume itself passes over it (with a warning,
     in the worker); none usable: nothing to check, the worker says what it finds."""
-    from ifdd.checkpoint import CheckpointError, load_first_valid
+    from ifdd.checkpoint import CheckpointError, checkpoint_dirs_newest_first, load_first_valid
 
-    found = sorted((p for p in run_dir.glob("checkpoint_*") if (p / "state.pt").is_file()), reverse=True) \
-        if run_dir.is_dir() else []
+    found = checkpoint_dirs_newest_first(run_dir)
     if not found:
         return
     try:
