@@ -45,9 +45,10 @@ def collect(grid, space: SearchSpace) -> tuple[list[TrialRow], bool]:
 
 
 def mark_base(rows: list[TrialRow], point: dict[str, Any]) -> None:
-    """The base config's trial: the first (lowest trial id, the study's first trial) whose sampled values are the
-    base's (``tuner.make_tuner`` enqueues it first; a space with nothing searched runs the base in every trial)."""
-    for row in sorted(rows, key=lambda r: r.trial_id):
+    """The base config's trial: the first whose sampled values are the base's (``tuner.make_tuner`` enqueues it
+    first; a space with nothing searched runs the base in every trial). ``rows`` are in the order Tune created the
+    trials (its result grid's order); trial ids are random hex, so they say nothing about that order."""
+    for row in rows:
         if all(row.params.get(k) == v for k, v in point.items()):
             row.base = True
             return

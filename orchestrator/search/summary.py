@@ -26,7 +26,7 @@ def print_study(res: StudyResult, space: SearchSpace) -> None:
           f"split; b = the base config")
     print(f"  {'trial':<14} {'status':<10} {'epochs':>6} " + " ".join(f"{m:>8}" for m in metrics) + "  params")
     winners = {w.trial_id for w in res.winners.values()}
-    for t in sorted(res.trials, key=lambda t: t.trial_id):
+    for t in res.trials:  # in the order Tune created them: the base first
         mark = ("*" if t.trial_id in winners else " ") + ("b" if t.base else " ")
         print(f" {mark}{t.trial_id:<13} {t.status:<10} {t.epochs:>6} "
               + " ".join(f"{t.values.get(m, 0.0):>8.4f}" for m in metrics) + f"  {format_params(t.params)}"

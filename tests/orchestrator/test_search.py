@@ -29,8 +29,10 @@ def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tm
         study = json.loads((results / f"fw-fold{fold}.json").read_text())
         assert study["complete"] and len(study["trials"]) == 4 and study["protocol"] == "fold-wise-nested"
         assert len({t["trial_id"] for t in study["trials"]}) == 4
-        # the first trial is the space's base config, the reference the winner is compared with
-        first = min(study["trials"], key=lambda t: t["trial_id"])
+        # the first trial Tune created (its trial folder's counter is 1; trial ids are random hex) is the space's
+        # base config, the reference the winner is compared with
+        first = study["trials"][0]
+        assert list((storage / "search" / "fw" / f"fw-fold{fold}").glob(f"run_trial_{first['trial_id']}_1_*"))
         assert first["base"] and [t["base"] for t in study["trials"]].count(True) == 1
         assert first["params"] == {"model.split_ratio": 0.5, "model.lifting_depth": 1, "loss.lambda_gc": 0.1}
         statuses = {t["status"] for t in study["trials"]}

@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.outputs import Outputs
 from orchestrator.search.results import TrialRow, mean_std, summary_payload
-from orchestrator.search.selection import select
+from orchestrator.search.selection import mark_base, select
 from orchestrator.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +25,17 @@ def test_best_on_first_metric_skips_infeasible_and_errors():
     best, front = select(rows, space)
     assert best.trial_id == "d"  # tie on val_uar: fewer epochs (ASHA-stopped at its best) wins, then the id
     assert set(front) == {"d", "e"}
+
+
+def test_the_base_trial_is_the_first_created_that_has_the_base_values_not_the_lowest_id():
+    # Tune's trial ids are random hex: the grid's order (creation order) says which trial came first
+    space = load_space(ROOT / "search_spaces" / "smoke.yaml")
+    point = space.base_point()
+    rows = [TrialRow("f3", dict(point), "complete", 2, {}), TrialRow("0a", {**point, "loss.lambda_gc": 0.77},
+                                                                     "complete", 2, {}),
+            TrialRow("01", dict(point), "complete", 2, {})]
+    mark_base(rows, point)
+    assert [r.base for r in rows] == [True, False, False]
 
 
 def test_no_eligible_trial_selects_nothing():
