@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" --durations=10
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m "slow and not cluster" --durations=15
+	$(PY) -m pytest -q -m "slow and not cluster" --durations=50 --durations-min=2
 
 # A real `ray up` over SSH to 127.0.0.1 (needs sshd, ssh, rsync). `ray down` is a machine-wide `ray stop`, so it runs
 # alone, in its own pytest process, holding /tmp/ifdd-ray.lock.
