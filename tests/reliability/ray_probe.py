@@ -149,7 +149,8 @@ def verdict(listener: Listener, token: str) -> dict:
     host = "127.0.0.1" if listener.host in ("*", "0.0.0.0", "[::]") else listener.host.strip("[]").removeprefix(
         "::ffff:")
     row = {"address": f"{listener.host}:{listener.port}", "process": listener.process, "loopback": listener.loopback}
-    if not listener.loopback and listener.process == "ray::RayTrainWorker" and is_c10d_store(host, listener.port):
+    # a Ray worker process is retitled by what it runs (ray::RayTrainWorker, ray::execute.chdir_to_working_dir, ...)
+    if not listener.loopback and listener.process.startswith("ray::") and is_c10d_store(host, listener.port):
         row.update(protocol="c10d", verdict="c10d-store")
         return row
     status, _ = http_get(host, listener.port)
