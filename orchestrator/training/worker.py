@@ -118,11 +118,13 @@ def _quiet_ray_train_logs() -> None:
 
 
 def _resume_candidates(latest: Path) -> list[Path]:
-    """The checkpoint Ray hands back, then the run's older checkpoints on local storage, newest first
-    (``checkpoint_<timestamp>`` names sort by time): the fallbacks if the latest fails its checksum."""
-    older = sorted((p for p in latest.parent.glob("checkpoint_*") if p.is_dir() and p.name < latest.name),
-                   reverse=True) if latest.name.startswith("checkpoint_") else []
-    return [latest, *older]
+    """The checkpoint Ray hands back, then the run's older checkpoints on local storage, newest first: the
+    fallbacks if the latest fails its checksum."""
+    from ifdd.checkpoint import checkpoint_dirs_newest_first
+
+    if not latest.name.startswith("checkpoint_"):
+        return [latest]
+    return [latest, *(p for p in checkpoint_dirs_newest_first(latest.parent) if p.name < latest.name)]
 
 
 def _restore(ckpt, rank: int, device, model, parts, fingerprint: dict[str, Any], seed: int) -> FitState:
