@@ -13,6 +13,7 @@ evaluated once on the test fold.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -86,11 +87,14 @@ def synthetic_memory(workdir: Path, clips_per_class: int = 100, min_per_class: i
     marker = workdir / "params.json"
     params = {"clips_per_class": clips_per_class, "min_per_class": min_per_class, "seed": seed,
               "size": SOURCE_SIZE, "frames": SOURCE_FRAMES}
-    if not (manifest.is_file() and marker.is_file() and json.loads(marker.read_text()) == params):
-        write_synthetic(root, clips_per_class=clips_per_class, min_per_class=min_per_class, seed=seed,
-                        size=SOURCE_SIZE, frames=SOURCE_FRAMES, fmt="mp4", workers=2)
-        write_manifest(build_manifest(root, workers=2), manifest)
-        marker.write_text(json.dumps(params))
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / ".lock", "a") as lock:  # scripts run side by side (run_all --quick) write it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (manifest.is_file() and marker.is_file() and json.loads(marker.read_text()) == params):
+            write_synthetic(root, clips_per_class=clips_per_class, min_per_class=min_per_class, seed=seed,
+                            size=SOURCE_SIZE, frames=SOURCE_FRAMES, fmt="mp4", workers=2)
+            write_manifest(build_manifest(root, workers=2), manifest)
+            marker.write_text(json.dumps(params))
     df = load_manifest(manifest)
     ds = ClipDataset(df, 1, "trainval", frames=FRAMES, size=SIZE, train=False)
     test = ClipDataset(df, 1, "test", frames=FRAMES, size=SIZE, train=False)

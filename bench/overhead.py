@@ -141,13 +141,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=12, help="optimizer steps per epoch (batch 16)")
     ap.add_argument("--quick", action="store_true",
-                    help="2 trials x 1 epoch x 3 steps on a small set, 1 trial at a time only (a smoke run)")
+                    help="1 trial x 1 epoch x 3 steps on a small set, 1 trial at a time only (a smoke run)")
     ap.add_argument("--workdir", default="runs/bench/work")
     ap.add_argument("--out", default="runs/bench/overhead.json")
     args = ap.parse_args()
     cpc = 100
     if args.quick:
-        args.trials, args.epochs, args.steps, cpc = 2, 1, 3, 5
+        args.trials, args.epochs, args.steps, cpc = 1, 1, 3, 5
     work = Path(args.workdir).resolve()
     manifest, cache = prepare(work, cpc)
 

@@ -12,6 +12,7 @@ failing script is reported and the others still run; the exit status is 1 then.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -50,9 +51,38 @@ QUICK = {"model": ["--quick"], "data": ["--clips-per-class", "1", "--seconds", "
          "train": ["--epochs", "1", "--clips-per-class", "5"]}
 
 
+def run_group(group: tuple[str, ...], args, out: Path, env: dict[str, str], seconds: dict[str, float],
+              failed: list[str], lock_wait: dict[str, float]) -> None:
+    """Run ``group``'s scripts one after another (the Ray ones under ``ray_lock``), recording each one's wall time
+    and whether it failed."""
+    work = str(out / "work")
+    with ray_lock(group == RAY_SCRIPTS) as waited:
+        lock_wait[group[0]] = waited
+        for name in group:
+            cmd = [sys.executable, str(HERE / f"{name}.py")]
+            if name in QUICK:
+                cmd += QUICK[name] if args.quick else []
+            else:
+                cmd += ["--quick"] if args.quick else BUDGET[name]
+                cmd += ["--workdir", work, "--out", str(out / f"{name}.json")]
+            t1 = time.perf_counter()
+            res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE if name in QUICK else None, text=True)
+            seconds[name] = round(time.perf_counter() - t1, 1)
+            if res.returncode:
+                failed.append(name)
+                print(f"== bench/{name}.py FAILED (exit {res.returncode}) after {seconds[name]:.0f} s", flush=True)
+                continue
+            if name in QUICK:  # the JSON object is the output's last block (Ray prints worker logs before it)
+                text = res.stdout if res.stdout.startswith("{") else res.stdout[res.stdout.index("\n{") + 1:]
+                (out / f"{name}.json").write_text(text)
+            print(f"== bench/{name}.py: {seconds[name]:.0f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="every script in its smoke mode (a pipeline check)")
+    ap.add_argument("--quick", action="store_true",
+                    help="every script in its smoke mode (a pipeline check: the Ray scripts run beside the others, "
+                         "so its timings mean nothing)")
     ap.add_argument("--dir", default="runs/bench")
     ap.add_argument("--runs", default="runs", help="the project's runs folder (MLflow store)")
     ap.add_argument("--no-mlflow", action="store_true")
@@ -60,31 +90,17 @@ def main() -> None:
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0"}
-    work = str(out / "work")
     t0, seconds = time.perf_counter(), {}
     load = os.getloadavg()[0]
     failed, lock_wait = [], {}
-    for group in (("model", "data", "ablation"), RAY_SCRIPTS):  # one lock acquisition for all the Ray ones
-        with ray_lock(group == RAY_SCRIPTS) as waited:
-            lock_wait[group[0]] = waited
-            for name in group:
-                cmd = [sys.executable, str(HERE / f"{name}.py")]
-                if name in QUICK:
-                    cmd += QUICK[name] if args.quick else []
-                else:
-                    cmd += ["--quick"] if args.quick else BUDGET[name]
-                    cmd += ["--workdir", work, "--out", str(out / f"{name}.json")]
-                t1 = time.perf_counter()
-                res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE if name in QUICK else None, text=True)
-                seconds[name] = round(time.perf_counter() - t1, 1)
-                if res.returncode:
-                    failed.append(name)
-                    print(f"== bench/{name}.py FAILED (exit {res.returncode}) after {seconds[name]:.0f} s", flush=True)
-                    continue
-                if name in QUICK:  # the JSON object is the output's last block (Ray prints worker logs before it)
-                    text = res.stdout if res.stdout.startswith("{") else res.stdout[res.stdout.index("\n{") + 1:]
-                    (out / f"{name}.json").write_text(text)
-                print(f"== bench/{name}.py: {seconds[name]:.0f} s", flush=True)
+    groups = (("model", "data", "ablation"), RAY_SCRIPTS)
+    if args.quick:  # a smoke run: both groups at once
+        with concurrent.futures.ThreadPoolExecutor(len(groups)) as pool:
+            for f in [pool.submit(run_group, g, args, out, env, seconds, failed, lock_wait) for g in groups]:
+                f.result()
+    else:  # measurements: one script at a time
+        for group in groups:
+            run_group(group, args, out, env, seconds, failed, lock_wait)
     (out / "wall.json").write_text(json.dumps({
         "wall_s": round(time.perf_counter() - t0 - sum(lock_wait.values()), 1), "per_script_s": seconds,
         "lock_wait_s": {k: round(v, 1) for k, v in lock_wait.items() if v}, "failed": failed, "quick": args.quick,
