@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tmp_path, ray_local, capsys,
                                                               write_space):
-    space = write_space(tmp_path / "fw.yaml", small_manifest)
+    # 3 trials on 2 CPUs: the third starts after ASHA's first rung, which can stop it ("stopped")
+    space = write_space(tmp_path / "fw.yaml", small_manifest, budget={"num_samples": 3})
     storage = tmp_path / "runs" / "ray"
     assert main(["search", "--space", str(space), "--runs", str(storage.parent)]) == 0
     out = capsys.readouterr().out
@@ -27,8 +28,8 @@ def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tm
     assert [r["fold"] for r in summary["folds"]] == [1, 2] and summary["leakage"] == {"1": 0, "2": 0}
     for fold in (1, 2):
         study = json.loads((results / f"fw-fold{fold}.json").read_text())
-        assert study["complete"] and len(study["trials"]) == 4 and study["protocol"] == "fold-wise-nested"
-        assert len({t["trial_id"] for t in study["trials"]}) == 4
+        assert study["complete"] and len(study["trials"]) == 3 and study["protocol"] == "fold-wise-nested"
+        assert len({t["trial_id"] for t in study["trials"]}) == 3
         # the first trial Tune created (its trial folder's counter is 1; trial ids are random hex) is the space's
         # base config, the reference the winner is compared with
         first = study["trials"][0]
@@ -191,7 +192,7 @@ def test_cross_fold_chooses_each_fold_without_its_test_clips(small_manifest, tmp
 def test_multi_objective_reports_a_pareto_front(small_manifest, tmp_path, ray_local, capsys, write_space):
     space = write_space(tmp_path / "mo.yaml", small_manifest, objective={"metric": ["val_uar", "val_war"],
                                                                          "mode": ["max", "max"]},
-                        budget={"num_samples": 3, "max_epochs": 1}, protocol={"folds": [1]})
+                        budget={"num_samples": 2, "max_epochs": 1}, protocol={"folds": [1]})
     assert main(["search", "--space", str(space), "--runs", str(tmp_path / "runs")]) == 0
     study = json.loads((tmp_path / "runs" / "search" / "mo" / "mo-fold1.json").read_text())
     assert study["pareto"] and set(study["pareto"]) <= {t["trial_id"] for t in study["trials"]}
