@@ -103,7 +103,7 @@ def _check_mlflow(runs: Path, summary: dict) -> int:
     parents = [r for r in all_runs if r.data.tags.get("ifdd.kind") == "study"]
     children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.tags["ifdd.study"] for r in parents) == ["fw-fold1", "fw-fold2"]
-    assert len(children) == 8 and {c.data.tags["mlflow.parentRunId"] for c in children} == {
+    assert len(children) == 2 * 3 and {c.data.tags["mlflow.parentRunId"] for c in children} == {  # folds × trials
         p.info.run_id for p in parents}
     for c in children:
         assert c.data.tags["ifdd.selection"] == "val" and c.data.tags["ifdd.git_commit"]
