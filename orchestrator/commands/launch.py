@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                  + (f"--runs {shlex.quote(job_runs)} " if job_runs else "") + f"--share {len(folds)} --resume"
                  + (f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else "")
                  + (f" --optuna-storage {shlex.quote(args.optuna_storage)}" if args.optuna_storage else ""))
-        job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env,
+        job_id = submit_when_ready(client, args.address, entrypoint=entry, runtime_env=runtime_env,
                                    submission_id=f"ifdd-{space.name}-fold{fold}-{stamp}",
                                    metadata={"ifdd_space": space.name, "fold": str(fold)})
         records.append({"fold": fold, "job_id": job_id, "address": args.address, "entrypoint": entry,
@@ -110,6 +110,26 @@ def run(args: argparse.Namespace) -> int:
     if args.wait:
         return wait_for(client, [r["job_id"] for r in records])
     return 0
+
+
+AGENT_NOT_READY = "No available agent to submit job"
+"""The Jobs API's answer (HTTP 500) while a just-started head's job agent has not registered yet."""
+
+
+def submit_when_ready(client, address: str, deadline_s: float = 60.0, **job) -> str:
+    """``client.submit_job(**job)``, retried every 2 s while the head's job agent is still starting (a cluster
+    just brought up answers the dashboard before it takes jobs); past ``deadline_s``, a one-line error (exit 2)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as e:
+            if AGENT_NOT_READY not in str(e):
+                raise
+            if time.monotonic() > deadline:
+                raise ValueError(f"--address {address}: the head's job agent did not come up within "
+                                   f"{deadline_s:.0f} s (`ray status` on the head; its dashboard_agent.log)") from None
+        time.sleep(2)
 
 
 def record(path: Path, entry: dict) -> None:

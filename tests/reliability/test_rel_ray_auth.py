@@ -124,9 +124,12 @@ def test_the_default_local_ray_refuses_jobs_and_clients_without_its_token(tmp_pa
         # … and work with it: a job submitted with the project's token runs
         from ray.job_submission import JobStatus, JobSubmissionClient
 
+        from orchestrator.commands.launch import submit_when_ready
+
         assert _http(f"{dash}/api/jobs/", token=token) == 200
         client = JobSubmissionClient(dash, headers={"Authorization": f"Bearer {token}"})
-        job_id = client.submit_job(entrypoint="python -c \"print('ran with the token')\"")
+        # (a just-started head answers the dashboard before its job agent takes jobs: `ifdd launch` waits for it)
+        job_id = submit_when_ready(client, dash, entrypoint="python -c \"print('ran with the token')\"")
         deadline = time.time() + 120
         while not client.get_job_status(job_id).is_terminal():
             assert time.time() < deadline, client.get_job_logs(job_id)
