@@ -128,7 +128,7 @@ def submit_when_ready(client, address: str, deadline_s: float = 60.0, **job) -> 
                 raise
             if time.monotonic() > deadline:
                 raise ValueError(f"--address {address}: the head's job agent did not come up within "
-                                   f"{deadline_s:.0f} s (`ray status` on the head; its dashboard_agent.log)") from None
+                                 f"{deadline_s:.0f} s (`ray status` on the head; its dashboard_agent.log)") from None
         time.sleep(2)
 
 
