@@ -117,69 +117,42 @@ def auth_header() -> dict[str, str]:
     return {"Authorization": f"Bearer {session_token().read_text().strip()}"}
 
 
-def _head_get(url: str, path: str):
-    import json
-    import urllib.request
+@pytest.fixture
+def ray_head(tmp_path):
+    """A real Ray head (`ray start --head --block`) on loopback with the dashboard and token authentication (the
+    session's token); yields (gcs, dashboard URL).
 
-    with urllib.request.urlopen(urllib.request.Request(f"{url}{path}", headers=auth_header()), timeout=10) as r:
-        return json.loads(r.read())
-
-
-def head_leftovers(url: str) -> list[str]:
-    """What a finished test left running on a Ray head, from its dashboard (State and Jobs APIs): placement groups
-    not removed, jobs not ended, live actors holding CPU or GPU. Ray's own detached bookkeeping actors (0 CPU, e.g.
-    Train's state actor) are not leftovers."""
-    def rows(kind: str, query: str = "") -> list[dict]:
-        return _head_get(url, f"/api/v0/{kind}?limit=1000&detail=true{query}")["data"]["result"]["result"]
-
-    left = [f"placement group {g['placement_group_id'][:8]} {g['state']}" for g in rows("placement_groups")
-            if g["state"] != "REMOVED"]
-    left += [f"job {j.get('submission_id') or j.get('job_id')} {j['status']}" for j in _head_get(url, "/api/jobs/")
-             if j["status"] in ("PENDING", "RUNNING")]
-    alive = rows("actors", "&filter_keys=state&filter_predicates=%3D&filter_values=ALIVE")
-    left += [f"actor {a['class_name']} {a['actor_id'][:8]} holding {a['required_resources']}" for a in alive
-             if any(float(a.get("required_resources", {}).get(k, 0)) > 0 for k in ("CPU", "GPU"))]
-    return left
-
-
-def _start_head(log_path: Path):
-    """`ray start --head --block` on loopback with the dashboard and the session's token; returns (process, gcs
-    address, dashboard URL) once the dashboard answers."""
-    import os
-    import signal
-    import subprocess
-    import time
-
-    port, dash = free_port(), free_port()
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        ["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         "--disable-usage-stats"],
-        env=cli_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    url = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            _head_get(url, "/api/version")
-            return proc, f"127.0.0.1:{port}", url
-        except OSError:
-            pass
-        if time.time() > deadline or proc.poll() is not None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise RuntimeError(f"ray head did not come up: {log_path.read_text()[-2000:]}")
-        time.sleep(1)
-
-
-def _stop_head(proc, gcs: str) -> None:
-    """Signal the head's own process group, never `ray stop` (which would kill every Ray on the machine)."""
+    Stopped by signalling its own process group, never `ray stop` (which would kill every Ray on the machine).
+    """
     import os
     import signal
     import subprocess
     import tempfile
     import time
+    import urllib.request
 
+    port, dash = free_port(), free_port()
+    log = open(tmp_path / "ray-head.log", "w")
+    proc = subprocess.Popen(
+        ["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         "--disable-usage-stats"],
+        env=cli_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            req = urllib.request.Request(f"{url}/api/version", headers=auth_header())
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise RuntimeError(f"ray head did not come up: {(tmp_path / 'ray-head.log').read_text()[-2000:]}")
+        time.sleep(1)
+    yield f"127.0.0.1:{port}", url
     os.killpg(proc.pid, signal.SIGTERM)
     try:  # `ray start --block` rarely exits on SIGTERM within 30 s (measured): the group is killed after 5 s
         proc.wait(timeout=5)
@@ -191,37 +164,10 @@ def _stop_head(proc, gcs: str) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (workers)
     except ProcessLookupError:
         pass
+    log.close()
     current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # `ray stop` would remove it
-    if current.is_file() and current.read_text().strip().endswith(f":{gcs.rsplit(':', 1)[1]}"):
+    if current.is_file() and current.read_text().strip().endswith(f":{port}"):
         current.unlink()
-
-
-@pytest.fixture(scope="session")
-def _shared_ray_head(tmp_path_factory):
-    proc, gcs, url = _start_head(tmp_path_factory.mktemp("ray-head") / "ray-head.log")
-    yield gcs, url
-    _stop_head(proc, gcs)
-
-
-@pytest.fixture
-def ray_head(_shared_ray_head):
-    """A real Ray head (`ray start --head --block`, 2 CPUs) on loopback with the dashboard and token authentication
-    (the session's token), shared by the tests that only join one; yields (gcs, dashboard URL). Each test gets it
-    with nothing left by the one before (placement groups, jobs, CPU- or GPU-holding actors: waited for, 60 s), and
-    fails if it leaves any behind."""
-    import time
-
-    _, url = _shared_ray_head
-
-    def settled(when: str) -> None:
-        deadline = time.time() + 60
-        while (left := head_leftovers(url)) and time.time() < deadline:
-            time.sleep(2)
-        assert not left, f"the shared Ray head is not clean {when} the test: {left}"
-
-    settled("before")
-    yield _shared_ray_head
-    settled("after")
 
 
 def _write_space(path: Path, manifest: Path, **sections) -> Path:
