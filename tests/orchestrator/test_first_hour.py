@@ -207,7 +207,7 @@ def test_storage_alone_prints_hints_that_open_what_it_wrote(small_manifest, tmp_
     work, storage = tmp_path / "work", tmp_path / "shared" / "ray"
     work.mkdir()
     env = without_runs_env(ifdd_env)
-    space = write_space(tmp_path / "st.yaml", small_manifest, budget={"num_samples": 2, "max_epochs": 1},
+    space = write_space(tmp_path / "st.yaml", small_manifest, budget={"num_samples": 1, "max_epochs": 1},
                         protocol={"folds": [1]})
     done = ifdd(["search", "--space", space, "--storage", storage, "--verbose"], work, env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -216,7 +216,7 @@ def test_storage_alone_prints_hints_that_open_what_it_wrote(small_manifest, tmp_
     terminal = (done.stdout + done.stderr).splitlines()
     epoch_lines = [line for line in terminal if parse_epoch_line(line.split(") ", 1)[-1])]
     trained = [t for t in winner(work / "runs", "st")["trials"] if t["status"] != "infeasible"]
-    assert len(epoch_lines) == len(trained) == len(set(epoch_lines))  # --verbose: each one, once
+    assert len(epoch_lines) == len(trained) == len(set(epoch_lines)) == 1  # --verbose: each one, once
 
     hints = dict(re.findall(r"(browse|report) with `([^`]+)`", done.stdout))
     assert hints == {"browse": "ifdd ui", "report": "ifdd report"}, hints

@@ -173,7 +173,7 @@ def test_the_default_local_ray_refuses_jobs_and_clients_without_its_token(tmp_pa
 
 def test_a_local_search_listens_on_loopback_only_and_every_port_checks_the_token(small_manifest, write_space,
                                                                                  tmp_path, ifdd_env):
-    space = write_space(tmp_path / "ports.yaml", small_manifest, budget={"num_samples": 2, "max_epochs": 1},
+    space = write_space(tmp_path / "ports.yaml", small_manifest, budget={"num_samples": 1, "max_epochs": 1},
                         protocol={"folds": [1]})
     runs = tmp_path / "runs"
     proc = fc.Proc(["search", "--space", str(space), "--runs", str(runs)], tmp_path,
@@ -223,7 +223,7 @@ def test_search_and_launch_join_a_token_head_and_a_missing_or_wrong_token_is_ref
 
     address, dashboard = ray_head
     token = _fx.session_token().read_text().strip()
-    space = write_space(tmp_path / "tk.yaml", small_manifest, budget={"num_samples": 2, "max_epochs": 1},
+    space = write_space(tmp_path / "tk.yaml", small_manifest, budget={"num_samples": 1, "max_epochs": 1},
                         protocol={"folds": [1]})
     no_token = {k: v for k, v in ifdd_env.items() if k != "RAY_AUTH_TOKEN_PATH"} | {"HOME": str(tmp_path / "nohome")}
     wrong = {**no_token, "RAY_AUTH_TOKEN": "not-the-cluster-token"}
