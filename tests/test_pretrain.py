@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from ifdd.weights import load_init_weights
 from orchestrator.cli import main
 
 SMALL = PretextRecipe(frames=8, size=32, train_clips=32, val_clips=12, epochs=1, warmup_epochs=0, batch_size=16,
-                      seed=5)
+                      render_workers=0, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def pretext_dir(tmp_path_factory):
 def test_the_record_says_how_the_init_was_made(pretext_dir):
     record = json.loads((pretext_dir / RECORD).read_text())
     assert record["generator_version"] >= 1 and record["seed"] == 5 and record["steps"] == 2
+    assert record["epochs_run"] == 1 and len(record["accuracy_per_epoch"]) == 1
     assert len(record["data_sha256"]) == 64 and 0.0 <= record["pretext_accuracy"] <= 1.0
     assert record["preset"] == "tiny" and record["recipe"]["train_clips"] == 32
     assert (pretext_dir / (CHECKPOINT + ".sha256")).is_file()
@@ -87,3 +89,30 @@ def test_pretrain_command_refuses_bad_flags(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "pretrain").exists()
+
+
+def test_every_epoch_draws_clips_it_never_drew_before_and_the_held_out_clips_come_after_them():
+    from ifdd.pretrain import _FreshPerEpoch
+
+    sampler = _FreshPerEpoch(50, seed=1)
+    drawn = []
+    for epoch in (1, 2, 3):
+        sampler.set_epoch(epoch)
+        drawn.append(list(sampler))
+    assert [sorted(d) for d in drawn] == [list(range(e * 50, (e + 1) * 50)) for e in range(3)]
+    assert drawn[0] != sorted(drawn[0])  # shuffled within the epoch
+    sampler.set_epoch(2)
+    assert list(sampler) == drawn[1]  # the same order again for the same epoch (a resumable, seeded stream)
+
+
+def test_training_ends_at_the_first_epoch_that_reaches_the_target(tmp_path):
+    recipe = dataclasses.replace(SMALL, epochs=3, target_accuracy=1e-9)  # any accuracy reaches it
+    record = ensure_pretext(model_preset("tiny", image_size=32), recipe, tmp_path / "t", log=lambda _m: None)[1]
+    assert record["epochs_run"] == 1 and record["steps"] == 2 and "reached the target" in record["stop_reason"]
+
+
+@pytest.mark.parametrize("field,value,message", [("target_accuracy", 0.0, "target_accuracy: must be in (0, 1]"),
+                                                 ("render_workers", -1, "render_workers: must be >= 0")])
+def test_bad_recipe_fields_are_refused(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataclasses.replace(SMALL, **{field: value})

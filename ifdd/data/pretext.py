@@ -7,10 +7,11 @@ shares no class and no rendering code with the facial generator, so what transfe
 task.
 
 A clip (T, S, S, 3) uint8: a random textured background (a few colour gratings over low-frequency colour noise)
-with 2–4 convex polygons (triangles, rectangles, irregular quadrilaterals, pentagons) painted in random depth
-order. 1–3 of them, the *actors*, each perform the clip's class motion with their own random amplitude, speed and
-phase; the others stay still (distractors). Per-frame sensor noise is added. Classes (``PRETEXT_CLASSES``), t in
-[0, 1] over the clip:
+with 1–3 convex polygons (triangles, rectangles, irregular quadrilaterals, pentagons, radius 0.16–0.28 S) painted in
+random depth order. 1 or 2 of them, the *actors*, each perform the clip's class motion with their own random
+amplitude, speed and phase; the others stay still (distractors). Per-frame sensor noise is added. (Version 1 drew
+2–4 smaller polygons, 0.09–0.16 S, with up to 3 actors: at 32² the tiny model was still at chance after 3,000
+steps of fresh clips, see docs/proxy.md.) Classes (``PRETEXT_CLASSES``), t in [0, 1] over the clip:
 
     move_right / move_left / move_up / move_down   linear translation by 0.25–0.5 S
     rotate_cw / rotate_ccw                         rotation by 0.5–1 pi radians
@@ -35,7 +36,7 @@ import numpy as np
 
 __all__ = ["PRETEXT_CLASSES", "PRETEXT_VERSION", "render_action", "make_pretext", "data_hash"]
 
-PRETEXT_VERSION = 1
+PRETEXT_VERSION = 2
 """Bumped whenever the generator's output changes for the same arguments (a cached init then no longer matches)."""
 PRETEXT_CLASSES = ("move_right", "move_left", "move_up", "move_down", "rotate_cw", "rotate_ccw", "grow", "shrink",
                    "shake", "orbit", "squash", "flicker")
@@ -125,13 +126,13 @@ def render_action(label: int, frames: int, size: int, rng: np.random.Generator) 
         raise ValueError(f"label: must be in [0, {len(PRETEXT_CLASSES)}), got {label}")
     t = np.linspace(0.0, 1.0, frames)
     img = np.broadcast_to(_background(rng, size).astype(np.float32), (frames, size, size, 3)).copy()
-    objects = int(rng.integers(2, 5))
-    actors = set(rng.choice(objects, size=int(rng.integers(1, min(3, objects) + 1)), replace=False).tolist())
+    objects = int(rng.integers(1, 4))
+    actors = set(rng.choice(objects, size=int(rng.integers(1, min(2, objects) + 1)), replace=False).tolist())
     still = {"dx": 0.0, "dy": 0.0, "angle": 0.0, "scale": 1.0, "aspect": 1.0, "bright": 1.0}
     for k in range(objects):
         kind = str(rng.choice(list(_SIDES)))
         shape = _unit_polygon(kind, rng)  # (V, 2)
-        radius = rng.uniform(0.09, 0.16) * size
+        radius = rng.uniform(0.16, 0.28) * size
         centre = rng.uniform(0.25, 0.75, 2) * size
         angle0 = rng.uniform(0, 2 * math.pi)
         colour = rng.uniform(0.0, 1.0, 3)
