@@ -370,10 +370,14 @@ class PyramidFusion(nn.Module):
         return x.reshape(b, t, *x.shape[1:]).transpose(1, 2)  # (B, C3, T, H3, W3)
 
 
-def init_weights(module: nn.Module) -> None:
-    """MViT-style init: truncated-normal(0.02) linear weights, zero biases, unit LayerNorms."""
+def init_weights(module: nn.Module, linear: str = "mvit") -> None:
+    """MViT-style init: truncated-normal(0.02) linear weights and zero biases (``linear="torch"``: PyTorch's own
+    ``nn.Linear`` init instead, see ``ModelConfig.linear_init``), unit LayerNorms, truncated-normal(0.02) rel-pos
+    tables."""
     for m in module.modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) and linear == "torch":
+            m.reset_parameters()
+        elif isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -63,6 +63,12 @@ class ModelConfig:
     """``kinetics``: the model standardises its [0, 1] input with the Kinetics mean/std (0.45, 0.225) per channel
     before the stem. ``none``: raw [0, 1] input, as the reference repo does (measured here: the tiny preset
     trained from scratch on the synthetic set stays at chance without it, and learns with it)."""
+    linear_init: Literal["mvit", "torch"] = "mvit"
+    """Initial linear layers of the backbone and the lifting module. ``mvit``: truncated-normal(0.02) weights and
+    zero biases, MViTv2's (and ViT's) init, sized for widths of 96 and more. ``torch``: PyTorch's own ``nn.Linear``
+    init (weights and biases uniform in ±1/√fan_in). At width 16 (the tiny preset) std 0.02 leaves attention
+    uniform and every block near the identity; measured in docs/proxy.md on fresh pretext clips, the tiny model
+    stays at chance for 1,500 steps with ``mvit`` and leaves it after 1,000–1,500 with ``torch``."""
     embed_dim: int = 96
     """Channels after the stem (stage 0). Each later stage doubles the width."""
     num_heads: int = 1
@@ -152,6 +158,8 @@ class ModelConfig:
             raise ValueError(f"issm_receptive_field: must be > 0, got {self.issm_receptive_field}")
         if self.input_norm not in ("kinetics", "none"):
             raise ValueError(f"input_norm: must be 'kinetics' or 'none', got {self.input_norm!r}")
+        if self.linear_init not in ("mvit", "torch"):
+            raise ValueError(f"linear_init: must be 'mvit' or 'torch', got {self.linear_init!r}")
         if self.attention_impl not in ("auto", "eager", "sdpa", "flex"):
             raise ValueError(f"attention_impl: must be 'auto', 'eager', 'sdpa' or 'flex', got {self.attention_impl!r}")
         if self.pool_conv not in ("auto", "channels_last", "contiguous", "shifted"):
@@ -234,7 +242,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's model: 16x224² -> stem 8x56²x96 -> 10 MViTv2 blocks [1,2,5,2] -> fused 8x7²x768.
     "xs": {},
     # Same architecture at CPU-test size: 16x64² -> 8x16²x16 -> 5 blocks -> fused 8x2²x128.
-    "tiny": dict(image_size=64, embed_dim=16, num_heads=1, stage_depths=(1, 1, 2, 1), kv_stride=4,
+    "tiny": dict(image_size=64, linear_init="torch", embed_dim=16, num_heads=1, stage_depths=(1, 1, 2, 1), kv_stride=4,
                  issm_pool_size=2, lifting_heads=4, drop_path=0.1, ladm_drop_path=0.1),
 }
 

@@ -333,7 +333,8 @@ def fit(model: nn.Module, train_loader: Iterable[dict[str, Any]], val_loader: It
     are kept in ``state.best_weights`` (CPU copies of the unwrapped model).
 
     Hooks: ``on_epoch(metrics, state)`` after each epoch, with the epoch already in ``state.history`` (report it,
-    write a checkpoint); ``on_stop(metrics, state)`` once when a non-finite loss ends the fit early
+    write a checkpoint; setting ``state.stop_reason`` there ends the fit after that epoch); ``on_stop(metrics,
+    state)`` once when a non-finite loss ends the fit early
     (``state.stop_reason`` says why; the history keeps the stopped epoch's row). A sampler with ``set_epoch`` (a
     DistributedSampler) is re-seeded every epoch. ``world``: data-parallel ranks (scales ``clips_per_s``);
     ``tags``: constant values added to every epoch's metrics (e.g. the node id).
@@ -377,4 +378,6 @@ def fit(model: nn.Module, train_loader: Iterable[dict[str, Any]], val_loader: It
         state.history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics, state)
+            if state.stop_reason:  # the hook ended the fit (e.g. a target reached)
+                return state
     return state

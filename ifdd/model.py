@@ -39,9 +39,9 @@ class IFDD(nn.Module):
                              persistent=False)
         self.register_buffer("input_std", torch.full((1, cfg.in_chans, 1, 1, 1), KINETICS_STD if norm else 1.0),
                              persistent=False)
-        init_weights(self.backbone)
+        init_weights(self.backbone, cfg.linear_init)
         if self.lifting is not None:
-            init_weights(self.lifting)
+            init_weights(self.lifting, cfg.linear_init)
             for m in self.lifting.modules():
                 if isinstance(m, ISSM) and m.learn_offsets:
                     m.reset_offsets()

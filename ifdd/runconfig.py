@@ -23,12 +23,14 @@ import yaml
 from ifdd.config import PRESETS, LossConfig, ModelConfig, OptimConfig, from_dict, to_dict
 
 __all__ = ["DataConfig", "TrainConfig", "RunConfig", "DEFAULT_SYNTHETIC_MANIFEST", "DEFAULT_SYNTHETIC_CACHE",
-           "run_config_from_dict", "load_run_config", "read_yaml", "with_overrides"]
+           "PRETEXT_INIT", "run_config_from_dict", "load_run_config", "read_yaml", "with_overrides"]
 
 DEFAULT_SYNTHETIC_MANIFEST = "runs/data/synthetic/manifest.parquet"
 """The embedded default dataset: created on demand by ``ifdd train``/``ifdd search`` when missing."""
 DEFAULT_SYNTHETIC_CACHE = "runs/data/synthetic/cache64"
 """Its 64² Arrow clip cache (the tiny preset's size), also created on demand when a config names it."""
+PRETEXT_INIT = "pretext"
+"""``train.init_weights`` value naming the model's default pretext init, created on demand under the runs root."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,10 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     """Cap on optimizer steps per epoch (smoke tests); None: the whole split."""
     init_weights: str | None = None
-    """Kinetics-400 torchvision ``mvit_v2_s`` state dict to initialise the backbone (xs preset; ``ifdd.weights``);
-    None trains from scratch. Read with ``weights_only=True``; on a cluster, a path every node can read."""
+    """Initial backbone weights (``ifdd.weights``): ``pretext`` (the model's default pretext init, created on first
+    use under ``<runs>/pretrain/``), the path of a pretext init from ``ifdd pretrain`` (any preset), or a
+    Kinetics-400 torchvision ``mvit_v2_s`` state dict (xs preset); None trains from scratch. Read with
+    ``weights_only=True``; on a cluster, a path every node can read."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):

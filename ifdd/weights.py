@@ -1,20 +1,34 @@
-"""Kinetics-400 initialisation: map a torchvision ``mvit_v2_s`` state dict onto the XS backbone (docs/model.md §4).
+"""Backbone initialisation from a file: a pretext checkpoint of this project (``ifdd pretrain``, any preset) or a
+torchvision Kinetics-400 ``mvit_v2_s`` state dict (xs preset only). ``load_init_weights`` tells them apart.
 
-MViTv2-S has stages [1, 2, 11, 2] (16 blocks); XS keeps [1, 2, 5, 2] (10 blocks). Source blocks 0–7 are copied
-unchanged and source blocks 14 and 15 (the last stage) become XS blocks 8 and 9; blocks 8–13 are unused. The stem
-(``conv_proj``) and the classifier (``head``) are skipped, as in the reference repo; ``load_stem=True`` copies the
-stem too (its shape is identical). The file is read with ``torch.load(weights_only=True)``: no unpickling of code.
+Pretext checkpoints (written by ``ifdd.pretrain``, checksummed by ``ifdd.checkpoint``) hold a backbone in this
+project's own key layout; every ``backbone.*`` tensor is copied. When the fine-tune's clip shape differs from the
+pretext's, the relative-position tables (``rel_pos_t`` has 2·T'−1 rows, ``rel_pos_h/w`` follow the spatial size)
+are resized along their length by linear interpolation, as MViTv2 does when fine-tuning at another resolution; any
+other shape difference is a different architecture and is refused.
+
+Kinetics-400 (docs/model.md §4): MViTv2-S has stages [1, 2, 11, 2] (16 blocks); XS keeps [1, 2, 5, 2] (10
+blocks). Source blocks 0–7 are copied unchanged and source blocks 14 and 15 (the last stage) become XS blocks 8 and
+9; blocks 8–13 are unused. The stem (``conv_proj``) and the classifier (``head``) are skipped, as in the reference
+repo; ``load_stem=True`` copies the stem too (its shape is identical). Every file is read with
+``torch.load(weights_only=True)``: no unpickling of code.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from ifdd.checkpoint import load_checkpoint
 from ifdd.model import IFDD
+
+PRETEXT_FORMAT = "ifdd-pretext"
+"""``format`` entry of a pretext checkpoint (``ifdd.pretrain``)."""
 
 # XS block index -> MViTv2-S block index
 XS_FROM_S = {**{i: i for i in range(8)}, 8: 14, 9: 15}
@@ -42,6 +56,18 @@ class LoadReport:
     """Source keys deliberately not used (stem, head, MViTv2-S blocks 8–13)."""
     unexpected: list[str] = field(default_factory=list)
     """Source keys that match nothing known: a sign of a wrong file."""
+    resized: list[str] = field(default_factory=list)
+    """Loaded relative-position tables interpolated to this model's clip shape (pretext files)."""
+    source: str = ""
+    """What the file was: ``pretext`` or ``kinetics400``."""
+
+    def summary(self) -> str:
+        """One line: counts, and the loaded keys grouped by module (``backbone.blocks.3`` ×18, ...)."""
+        groups = Counter(".".join(k.split(".")[:3 if k.startswith("backbone.blocks.") else 2]) for k in self.loaded)
+        loaded = ", ".join(f"{g} ×{n}" for g, n in groups.items())
+        missing = f" ({', '.join(self.missing)})" if self.missing else ""
+        return (f"{self.source}: {len(self.loaded)} tensors loaded ({loaded}); {len(self.missing)} backbone tensors "
+                f"left at init{missing}; {len(self.resized)} resized; {len(self.unexpected)} unexpected")
 
 
 def _unwrap(obj: object, path: str) -> dict[str, torch.Tensor]:
@@ -83,12 +109,17 @@ def load_k400_weights(model: IFDD, path: str | Path, load_stem: bool = False) ->
     Raises:
         ValueError: if the model is not the XS layout, the file is not a state dict, or a shape does not match.
     """
+    return _load_k400(model, torch.load(path, map_location="cpu", weights_only=True), path, load_stem)
+
+
+def _load_k400(model: IFDD, obj: object, path: str | Path, load_stem: bool) -> LoadReport:
     cfg = model.cfg
     if tuple(cfg.stage_depths) != (1, 2, 5, 2) or cfg.embed_dim != 96 or cfg.num_heads != 1:
-        raise ValueError("k400 weights: only the xs preset (96 wide, 1 head, stages [1,2,5,2]) matches mvit_v2_s")
-    source = _unwrap(torch.load(path, map_location="cpu", weights_only=True), str(path))
+        raise ValueError(f"{path}: k400 weights: only the xs preset (96 wide, 1 head, stages [1,2,5,2]) matches "
+                         "mvit_v2_s; for another preset use a pretext init (`ifdd pretrain`)")
+    source = _unwrap(obj, str(path))
     target = model.state_dict()
-    report, new = LoadReport(), {}
+    report, new = LoadReport(source="kinetics400"), {}
     for key, value in source.items():
         dst = map_torchvision_key(key, load_stem)
         if dst is None:
@@ -107,3 +138,63 @@ def load_k400_weights(model: IFDD, path: str | Path, load_stem: bool = False) ->
     report.loaded = sorted(new)
     report.missing = sorted(k for k in target if k.startswith("backbone.") and k not in new)
     return report
+
+
+def _resize_rel_pos(value: torch.Tensor, rows: int) -> torch.Tensor:
+    """(L, d) relative-position table -> (rows, d) by linear interpolation along L."""
+    x = value.t()[None]  # (1, d, L)
+    return F.interpolate(x.float(), size=rows, mode="linear", align_corners=True)[0].t().to(value.dtype)
+
+
+def load_pretext_weights(model: IFDD, state: dict, path: str | Path) -> LoadReport:
+    """Copy every ``backbone.*`` tensor of a pretext checkpoint's ``model`` into ``model``.
+
+    Raises:
+        ValueError: the file's backbone is another architecture (a tensor shape differs beyond the relative-position
+            tables' length, or a backbone key is unknown here).
+    """
+    source = state.get("model")
+    if not isinstance(source, dict) or not source:
+        raise ValueError(f"{path}: pretext checkpoint without a 'model' state dict")
+    target = model.state_dict()
+    report, new = LoadReport(source=PRETEXT_FORMAT), {}
+    for key, value in source.items():
+        if not key.startswith("backbone."):
+            report.skipped.append(key)
+            continue
+        if key not in target:
+            report.unexpected.append(key)
+            continue
+        want = target[key].shape
+        if value.shape != want:
+            if key.rsplit(".", 1)[-1].startswith("rel_pos_") and value.ndim == 2 and value.shape[1] == want[1]:
+                value = _resize_rel_pos(value, want[0])
+                report.resized.append(key)
+            else:
+                raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, this model needs {tuple(want)}: "
+                                 f"the pretext backbone ({state.get('arch', '?')}) is another architecture; pretrain "
+                                 "one for this model with `ifdd pretrain`")
+        new[key] = value.to(target[key].dtype)
+    if report.unexpected:
+        raise ValueError(f"{path}: backbone keys unknown to this model: {', '.join(report.unexpected[:3])}; the "
+                         "pretext backbone is another architecture")
+    model.load_state_dict(new, strict=False)
+    report.loaded = sorted(new)
+    report.missing = sorted(k for k in target if k.startswith("backbone.") and k not in new)
+    return report
+
+
+def load_init_weights(model: IFDD, path: str | Path) -> LoadReport:
+    """Initialise ``model``'s backbone from ``path``: a pretext checkpoint (its checksum verified) or a torchvision
+    Kinetics-400 ``mvit_v2_s`` state dict (xs only). The returned report says which keys were loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: initial weights not found")
+    checksummed = path.with_name(path.name + ".sha256").is_file()
+    obj = load_checkpoint(path) if checksummed else torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and obj.get("format") == PRETEXT_FORMAT:
+        if not checksummed:
+            raise ValueError(f"{path}: pretext checkpoint without its checksum file {path.name}.sha256; recreate "
+                             "it with `ifdd pretrain`")
+        return load_pretext_weights(model, obj, path)
+    return _load_k400(model, obj, path, load_stem=False)

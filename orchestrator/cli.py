@@ -20,13 +20,14 @@ from orchestrator.commands import data as data_cmd
 from orchestrator.commands import demo as demo_cmd
 from orchestrator.commands import launch as launch_cmd
 from orchestrator.commands import model as model_cmd
+from orchestrator.commands import pretrain as pretrain_cmd
 from orchestrator.commands import report as report_cmd
 from orchestrator.commands import search as search_cmd
 from orchestrator.commands import train as train_cmd
 from orchestrator.commands import ui as ui_cmd
 from orchestrator.env import no_calls_home
 
-COMMAND_GROUPS = [model_cmd, data_cmd, train_cmd, search_cmd, launch_cmd, report_cmd, ui_cmd, demo_cmd,
+COMMAND_GROUPS = [model_cmd, data_cmd, pretrain_cmd, train_cmd, search_cmd, launch_cmd, report_cmd, ui_cmd, demo_cmd,
                   cluster_cmd]
 
 

@@ -1,5 +1,6 @@
 """A run's inputs, resolved and checked in the driver before Ray starts: the manifest, the clip cache and the
-initial weights; the embedded default dataset (synthetic DFEW-format data under the runs root) created on first use.
+initial weights; the embedded default dataset (synthetic DFEW-format data under the runs root) and the default
+pretext init (``train.init_weights: pretext``, under ``<runs>/pretrain/``) created on first use.
 
 A config's ``data.manifest: runs/data/synthetic/manifest.parquet`` (and ``data.cache_dir:
 runs/data/synthetic/cache64``), the shipped spaces' value, names the embedded default: it lives under the
@@ -11,7 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ifdd.data.cache import CACHE_INDEX
-from ifdd.runconfig import DEFAULT_SYNTHETIC_CACHE, DEFAULT_SYNTHETIC_MANIFEST, RunConfig, with_overrides
+from ifdd.runconfig import (
+    DEFAULT_SYNTHETIC_CACHE,
+    DEFAULT_SYNTHETIC_MANIFEST,
+    PRETEXT_INIT,
+    RunConfig,
+    with_overrides,
+)
 from orchestrator.outputs import Outputs
 
 
@@ -29,11 +36,14 @@ def ensure_dataset(cfg: RunConfig, out: Outputs, *, quiet: bool = False) -> RunC
     Raises:
         FileNotFoundError: any other missing manifest, with the command that creates it.
     """
-    if cfg.train.init_weights and "://" not in cfg.train.init_weights:
+    if cfg.train.init_weights == PRETEXT_INIT:
+        cfg = with_overrides(cfg, {"train.init_weights": str(ensure_default_pretext(cfg, out, quiet=quiet))})
+    elif cfg.train.init_weights and "://" not in cfg.train.init_weights:
         weights = Path(cfg.train.init_weights).expanduser()
         if not weights.is_file():
-            raise FileNotFoundError(f"train.init_weights: {weights} not found (a torchvision mvit_v2_s Kinetics-400 "
-                                    "state dict; null trains from scratch)")
+            raise FileNotFoundError(f"train.init_weights: {weights} not found (a pretext init from `ifdd pretrain`, "
+                                    "a torchvision mvit_v2_s Kinetics-400 state dict, `pretext` for the default "
+                                    "pretext init, or null to train from scratch)")
         cfg = with_overrides(cfg, {"train.init_weights": str(weights.resolve())})
     absolute, default = _under_root(cfg.data.manifest, DEFAULT_SYNTHETIC_MANIFEST, out)
     if not absolute.exists():
@@ -55,6 +65,20 @@ def ensure_dataset(cfg: RunConfig, out: Outputs, *, quiet: bool = False) -> RunC
         cfg = with_overrides(cfg, {"data.cache_dir": str(cache)})
         check_cache(cfg, sha)
     return cfg
+
+
+def ensure_default_pretext(cfg: RunConfig, out: Outputs, *, quiet: bool = False) -> Path:
+    """The default pretext init of ``cfg.model`` under ``<runs>/pretrain/``, pretrained now if missing (minutes on
+    CPU for tiny); the same architecture and recipe reuse the same file."""
+    from ifdd.pretrain import default_name, default_recipe, ensure_pretext, read_record
+
+    recipe = default_recipe(cfg.model)
+    folder = out.pretrain_dir / default_name(cfg.model, recipe)
+    if not quiet and read_record(folder) is None:
+        print(f"default pretext init missing: pretraining the backbone on synthetic actions once into {folder} "
+              "(ifdd pretrain)", flush=True)
+    path, _, _ = ensure_pretext(cfg.model, recipe, folder, log=(lambda _m: None) if quiet else print)
+    return path
 
 
 def check_manifest(cfg: RunConfig) -> str:

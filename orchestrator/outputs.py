@@ -12,6 +12,7 @@
     <runs>/launch/<space>.json   jobs submitted by `ifdd launch`
     <runs>/logs/<command>-<time>.log   Ray's, the workers' and the libraries' output of `ifdd search|demo|train`
     <runs>/data/synthetic/       the embedded synthetic DFEW-format set, created on first use
+    <runs>/pretrain/<name>/      pretext inits (`ifdd pretrain`; train.init_weights: pretext), created on first use
 
 ``--storage``, ``--tracking-uri`` and ``--optuna-storage`` each move one part elsewhere; the rest stays under the
 root, so `ifdd report`/`ifdd ui` with the same ``--runs`` always read what a search wrote.
@@ -93,6 +94,10 @@ class Outputs:
     @property
     def synthetic_dir(self) -> Path:
         return self.root / "data" / "synthetic"
+
+    @property
+    def pretrain_dir(self) -> Path:
+        return self.root / "pretrain"
 
     def prepare(self) -> Outputs:
         """Create the root and the local storage folder and check their free space; returns self.

@@ -19,6 +19,7 @@ from ifdd.config import LossConfig, ModelConfig, from_dict, model_preset, to_dic
     ({"head_dropout": 1.0}, "head_dropout"),
     ({"issm_positions": "shifted"}, "issm_positions"),
     ({"input_norm": "imagenet"}, "input_norm"),
+    ({"linear_init": "xavier"}, "linear_init"),
     ({"num_classes": 1}, "num_classes"),
 ])
 def test_invalid_model_config_names_the_field(overrides, field):

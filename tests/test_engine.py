@@ -321,3 +321,16 @@ def test_fit_stops_on_a_non_finite_loss_and_says_so_once():
                 on_epoch=lambda m, s: epochs.append(m), on_stop=lambda m, s: stops.append(m))
     assert epochs == [] and len(stops) == 1 and stops[0]["epoch"] == 1
     assert state.stop_reason.startswith("non-finite loss") and state.epoch == 0 and state.best_weights is None
+
+
+def test_a_hook_that_sets_the_stop_reason_ends_the_fit_after_that_epoch():
+    model, opt, train, val = _fit_parts()
+
+    def stop_at_two(m, state):
+        if m["epoch"] == 2:
+            state.stop_reason = "target reached"
+
+    state = fit(model, train, val, _ce, opt, None, epochs=5, select_metric="val_uar", device="cpu", num_classes=K,
+                on_epoch=stop_at_two)
+    assert state.epoch == 2 and [h["epoch"] for h in state.history] == [1, 2]
+    assert state.stop_reason == "target reached" and state.best_weights is not None

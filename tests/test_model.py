@@ -231,6 +231,19 @@ def test_input_norm_standardises_inside_the_model():
         assert torch.allclose(norm(x)["logits"], raw((x - 0.45) / 0.225)["logits"], atol=1e-6)
 
 
+def test_linear_init_sets_the_spread_of_the_backbone_and_lifting_linears():
+    def spread(linear_init):
+        torch.manual_seed(0)
+        model = build_model(model_preset("tiny", linear_init=linear_init))
+        qkv = model.backbone.blocks[0].attn.qkv  # fan_in 16 (the tiny stage-0 width)
+        return float(qkv.weight.std()), float(qkv.bias.abs().max())
+
+    (mvit_std, mvit_bias), (torch_std, torch_bias) = spread("mvit"), spread("torch")
+    assert mvit_std == pytest.approx(0.02, rel=0.15) and mvit_bias == 0.0
+    assert torch_std == pytest.approx(1 / (3 * 16) ** 0.5, rel=0.15) and 0 < torch_bias <= 16 ** -0.5
+    assert model_preset("tiny").linear_init == "torch" and model_preset("xs").linear_init == "mvit"
+
+
 def test_nan_positions_give_nan_samples_not_an_index_error():
     x = torch.rand(2, 4, 8, 3, 3)
     out = temporal_sample(x, torch.tensor([[0.5, float("nan")], [float("inf"), 2.0]]))
@@ -241,8 +254,8 @@ def test_nan_positions_give_nan_samples_not_an_index_error():
 def test_feature_norm_gives_unit_scale_features_and_false_is_the_reference_head():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 16, 64, 64)
-    normed = build_model(model_preset("tiny", head_dropout=0.0)).eval()
-    raw = build_model(model_preset("tiny", head_dropout=0.0, feature_norm=False)).eval()
+    normed = build_model(model_preset("tiny", head_dropout=0.0, linear_init="mvit")).eval()  # MViT's init, as
+    raw = build_model(model_preset("tiny", head_dropout=0.0, feature_norm=False, linear_init="mvit")).eval()  # XS
     with torch.no_grad():
         f_norm, f_raw = normed(x)["feature"], raw(x)["feature"]
     assert f_norm.std(dim=1).min() > 0.5  # LayerNorm: unit scale per clip

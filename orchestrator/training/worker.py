@@ -46,7 +46,7 @@ from ifdd.engine import FitState, fit, torch_distributed_gather
 from ifdd.model import build_model
 from ifdd.pipeline import build_split_loaders, build_training, rank_seed
 from ifdd.runconfig import RunConfig, run_config_from_dict
-from ifdd.weights import load_k400_weights
+from ifdd.weights import load_init_weights
 from orchestrator.console import epoch_line
 from orchestrator.protocol import check_fingerprint, metric_name
 from orchestrator.training.records import records_payload, rng_file, write_selection
@@ -258,10 +258,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = build_model(cfg.model)
     ckpt = ray.train.get_checkpoint()
     if cfg.train.init_weights and ckpt is None:
-        report = load_k400_weights(model, cfg.train.init_weights)
+        report = load_init_weights(model, cfg.train.init_weights)
         if rank == 0:
-            _say(f"backbone from {cfg.train.init_weights}: {len(report.loaded)} tensors loaded, "
-                 f"{len(report.missing)} left at init, {len(report.unexpected)} unexpected")
+            _say(f"backbone from {cfg.train.init_weights}: {report.summary()}")
     model = ray.train.torch.prepare_model(model.to(device), move_to_device=device)
     parts = build_training(cfg, model, loaders.class_counts, steps_per_epoch=len(train_loader), device=device)
     fingerprint = dict(config["fingerprint"])
