@@ -41,6 +41,7 @@ MODEL_LOADERS = {
 LOADING_CALLS = {
     ("ifdd/checkpoint.py", "torch.load"): "every checkpoint (state.pt, best.pt): weights_only=True",
     ("ifdd/weights.py", "torch.load"): "the Kinetics-400 mvit_v2_s file: weights_only=True",
+    ("tests/test_pretrain.py", "torch.load"): "the pretext checkpoint the test wrote: weights_only=True",
     ("tests/test_ddp.py", "torch.load"): "the test's own state dict: weights_only=True",
     ("tests/test_model_graph.py", "torch.load"): "the spawned rank's own loss tensor: weights_only=True",
     ("tests/orchestrator/test_search.py", "mlflow.pytorch.load_model"):
