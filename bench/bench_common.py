@@ -2,14 +2,13 @@
 in-process training run built from the project's own engine, model, loss and run config.
 
 The set is the project's synthetic DFEW tree (``ifdd.data.synth``: H.264 mp4s, 16 frames at 64²), indexed with
-``ifdd.data.manifest`` and decoded once by ``ClipDataset`` (decord + the eval transform) at the benchmark's shape,
+``ifdd.data.manifest`` and decoded once by ``ClipDataset`` (decord + the eval transform) at ``FRAMES`` × ``SIZE``²,
 so every run reads the same tensors from memory instead of decoding. Fold membership (inner-train / inner-val /
 test) is the manifest's, exactly what ``ifdd train`` and ``ifdd search`` use.
 
 ``fit`` runs ``ifdd.engine.fit``, the epoch loop the Ray Train workers of ``ifdd search`` run, in this process;
 the checkpoint is chosen on the selection split (inner-val in the nested protocol) and only that checkpoint is
-evaluated once on the test fold. ``pretext_init`` gives the default pretext init the benchmarks fine-tune from (the
-one ``train.init_weights: pretext`` names, created under the runs root on first use).
+evaluated once on the test fold.
 """
 
 from __future__ import annotations
@@ -36,21 +35,14 @@ from ifdd.runconfig import RunConfig
 from ifdd.weights import load_init_weights
 
 FRAMES, SIZE = 8, 64
-"""Clip shape the benchmarks train on by default: 8 of the 16 synthetic frames (uniform) at 64² (fused map 4×2²)."""
+"""Clip shape the benchmarks train on: 8 of the 16 synthetic frames (uniform) at 64² (fused map 4×2²). Measured on
+this box, one core, batch 16: the tiny model trains at ~48 clips/s at 8×64² vs ~16 at 16×64² and ~140 at 8×32²;
+at 8×32² (718 clips, lr 6e-4) it memorised the training clips and stayed at chance on inner-val for 10 epochs,
+while at 8×64² the full model left chance at epoch 4-5, so 8×64² is the cheapest shape that learns the motion."""
 SOURCE_SIZE, SOURCE_FRAMES = 64, 16
 BENCH_MODEL = {"preset": "tiny", "num_frames": FRAMES, "image_size": SIZE, "head_dropout": 0.0, "drop_path": 0.0,
                "ladm_drop_path": 0.0}
 """``model`` section of every benchmark run config (the tiny preset at the benchmark clip shape)."""
-
-
-def pretext_init(model: dict[str, Any], runs: str | Path) -> str:
-    """Path of the default pretext init of this model (``train.init_weights: pretext``) under the runs root
-    ``runs``, created there on first use exactly as ``ifdd train``/``ifdd search`` create it."""
-    from ifdd.runconfig import run_config_from_dict
-    from orchestrator.inputs import ensure_default_pretext
-    from orchestrator.outputs import Outputs
-
-    return str(ensure_default_pretext(run_config_from_dict({"model": model}), Outputs.resolve(str(runs))))
 
 
 @dataclass
@@ -85,8 +77,8 @@ class ClipTensors(Dataset):
         return {"video": self.data.video[j], "label": self.data.label[j], "clip_id": self.data.clip_id[j]}
 
 
-def synthetic_memory(workdir: Path, clips_per_class: int = 100, min_per_class: int = 25, seed: int = 0, *,
-                     frames: int = FRAMES, size: int = SIZE) -> MemoryData:
+def synthetic_memory(workdir: Path, clips_per_class: int = 100, min_per_class: int = 25, seed: int = 0
+                     ) -> MemoryData:
     """Write (once, reused when present) and decode the synthetic set; ``workdir`` keeps the mp4 tree."""
     from ifdd.data.dataset import ClipDataset
     from ifdd.data.manifest import build_manifest, load_manifest, write_manifest
@@ -105,8 +97,8 @@ def synthetic_memory(workdir: Path, clips_per_class: int = 100, min_per_class: i
             write_manifest(build_manifest(root, workers=2), manifest)
             marker.write_text(json.dumps(params))
     df = load_manifest(manifest)
-    ds = ClipDataset(df, 1, "trainval", frames=frames, size=size, train=False)
-    test = ClipDataset(df, 1, "test", frames=frames, size=size, train=False)
+    ds = ClipDataset(df, 1, "trainval", frames=FRAMES, size=SIZE, train=False)
+    test = ClipDataset(df, 1, "test", frames=FRAMES, size=SIZE, train=False)
     samples = [ds[i] for i in range(len(ds))] + [test[i] for i in range(len(test))]
     ids = [str(s["clip_id"]) for s in samples]
     pos = {c: i for i, c in enumerate(ids)}
@@ -119,18 +111,17 @@ def synthetic_memory(workdir: Path, clips_per_class: int = 100, min_per_class: i
         folds[k]["trainval"] = np.sort(np.concatenate([folds[k]["train"], folds[k]["val"]]))
     return MemoryData(torch.stack([s["video"] for s in samples]), torch.tensor([int(s["label"]) for s in samples]),
                       ids, folds, f"synthetic DFEW-format set, {len(ids)} clips (seed {seed}), H.264 "
-                                  f"{SOURCE_FRAMES}×{SOURCE_SIZE}² decoded to {frames}×{size}²")
+                                  f"{SOURCE_FRAMES}×{SOURCE_SIZE}² decoded to {FRAMES}×{SIZE}²")
 
 
 def fit(cfg: RunConfig, data: MemoryData, fold: int, *, selection: str = "val", test: bool = True,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None, stop_after: int | None = None) -> dict[str, Any]:
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train ``cfg`` on ``fold`` in this process with ``ifdd.engine.fit`` (the loop ``ifdd search`` runs); returns
     the history, the selected epoch and, for the nested protocol, its single test evaluation.
 
     ``selection="val"``: train on inner-train, pick the epoch with the best ``cfg.train.select_metric`` on
     inner-val, then evaluate those weights once on the test fold (the nested protocol of ``ifdd train``).
     ``cfg.train.init_weights`` initialises the backbone as the Ray Train worker does (``ifdd.weights``).
-    ``stop_after``: end after that many epochs of a ``cfg.train.epochs``-long schedule (a trial ASHA stopped there).
     """
     train_role, sel_role = {"val": ("train", "val"), "test": ("trainval", "test")}[selection]
     torch.manual_seed(cfg.train.seed)
@@ -142,7 +133,7 @@ def fit(cfg: RunConfig, data: MemoryData, fold: int, *, selection: str = "val", 
     init = load_init_weights(model, cfg.train.init_weights).summary() if cfg.train.init_weights else "scratch"
     parts = build_training(cfg, model, data.counts(fold, train_role), steps_per_epoch=len(train), device="cpu")
     state = engine_fit(model, train, val, parts.loss_fn, parts.optimizer, parts.schedule,
-                       epochs=stop_after or cfg.train.epochs, select_metric=cfg.train.select_metric, device="cpu",
+                       epochs=cfg.train.epochs, select_metric=cfg.train.select_metric, device="cpu",
                        num_classes=cfg.model.num_classes, max_steps=cfg.train.max_steps_per_epoch,
                        on_epoch=None if on_epoch is None else lambda m, _s: on_epoch({**m, "time": time.time()}))
     best = {"epoch": state.best["epoch"], "value": state.best["value"], **state.best["metrics"]}
