@@ -59,7 +59,7 @@ class LoadReport:
     resized: list[str] = field(default_factory=list)
     """Loaded relative-position tables interpolated to this model's clip shape (pretext files)."""
     source: str = ""
-    """What the file was: ``pretext`` or ``kinetics400``."""
+    """What the file was: ``ifdd-pretext`` (``PRETEXT_FORMAT``) or ``kinetics400``."""
 
     def summary(self) -> str:
         """One line: counts, and the loaded keys grouped by module (``backbone.blocks.3`` ×18, ...)."""
