@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,11 @@ def make_trainer(cfg: RunConfig, fold: int, *, name: str, storage: str, res: Wor
 
     from orchestrator.training.worker import train_loop_per_worker
 
+    # Ray Train's PreemptionWatcher is one more actor process per worker group that only logs node drains (and logs
+    # an error line about its own restart arguments on every start); a preempted worker group is restarted from its
+    # last checkpoint by FailureConfig either way. Set before the trainer exists: Train passes the variable on to
+    # its controller. An explicit RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1 is respected.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     fingerprint = fingerprint_of(cfg, fold, selection)
     if "://" not in storage:
         check_resumable(Path(storage) / name, fingerprint)
