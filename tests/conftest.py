@@ -5,7 +5,9 @@
   them with a ``system package missing:`` reason, and fail instead under ``IFDD_REQUIRE_SYSTEM_DEPS=1``, CI's
   setting, already at collection);
 - ``ifdd_testkit.fixtures``: the small synthetic set, run configs and search spaces on it, local Ray, a Ray head,
-  PostgreSQL.
+  PostgreSQL;
+- ``ifdd_testkit.failfast_report``: under ``IFDD_FAILURES_AT_ONCE=1`` (CI) a failure's traceback is printed when it
+  happens, so a run cut off at its time limit still says why.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["ifdd_testkit.sysdeps", "ifdd_testkit.fixtures", "pytester"]
+pytest_plugins = ["ifdd_testkit.sysdeps", "ifdd_testkit.fixtures", "ifdd_testkit.failfast_report", "pytester"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -115,3 +115,25 @@ def test_typo():
     result = suite.runpytest_subprocess("--co", "-q", "test_typo.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "needs_system: unknown ['postgress']" in result.stderr.str()
+
+
+def test_under_the_variable_a_failure_is_printed_when_it_happens_not_only_at_the_end(pytester, monkeypatch):
+    """ifdd_testkit/failfast_report.py: the traceback of a failing test comes before the tests after it run."""
+    monkeypatch.setenv("PYTHONPATH", str(SUPPORT))
+    pytester.makeconftest('pytest_plugins = ["ifdd_testkit.failfast_report"]\n')
+    pytester.makepyfile(test_order="""
+def test_fails():
+    print("captured before the failure")
+    assert 1 + 1 == 3, "the reason"
+
+
+def test_after():
+    print("second test ran")
+""")
+    monkeypatch.setenv("IFDD_FAILURES_AT_ONCE", "1")
+    out = pytester.runpytest_subprocess("-q", "-s", "-p", "no:cacheprovider").stdout.str()
+    at_once = out.index("FAILED test_order.py::test_fails (call, ")
+    assert out.index("the reason", at_once) < out.index("second test ran") < out.index("short test summary")
+    monkeypatch.delenv("IFDD_FAILURES_AT_ONCE")
+    out = pytester.runpytest_subprocess("-q", "-s", "-p", "no:cacheprovider").stdout.str()
+    assert "FAILED test_order.py::test_fails (call" not in out and "second test ran" in out
