@@ -1,24 +1,17 @@
-"""Search on real multi-process Ray clusters on one box: multi-node GPU packing, Ray Jobs. (A driver killed
-mid-study and resumed to exactly num_samples: tests/reliability/test_faults_search.py; Ctrl-C's partial study and
-its resume: tests/orchestrator/test_postgres.py.)"""
+"""Search on a real multi-node Ray cluster on one box: trials packed by GPU count over the worker nodes. (`ifdd
+launch`'s one Ray Job per fold on a `ray start --head`: tests/reliability/test_rel_ray_auth.py, on a token head; a
+driver killed mid-study and resumed to exactly num_samples: tests/reliability/test_faults_search.py; Ctrl-C's partial
+study and its resume: tests/orchestrator/test_postgres.py.)"""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from ifdd_testkit.fixtures import split_size
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def _ifdd(*args: str, cwd: Path, env: dict, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "ifdd"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, **kw)
 
 
 def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, capsys, write_space,
@@ -72,21 +65,3 @@ def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, c
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-def test_launch_submits_one_job_per_fold_and_they_succeed(small_manifest, tmp_path, ray_head, write_space,
-                                                          ifdd_env):
-    _, dashboard = ray_head
-    space = write_space(tmp_path / "lj.yaml", small_manifest, budget={"num_samples": 2, "max_epochs": 1},
-                        search={"loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}})
-    storage = tmp_path / "shared" / "ray"
-    run = _ifdd("launch", "--space", str(space), "--folds", "1-2", "--address", dashboard, "--working-dir", "none",
-                "--runs", str(storage.parent), "--wait", cwd=tmp_path, env=ifdd_env, timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert run.stdout.count("submitted ifdd-lj-fold") == 2
-    status = _ifdd("launch", "--status", "--address", dashboard, "--runs", str(storage.parent), cwd=tmp_path,
-                   env=ifdd_env, timeout=60)
-    assert status.returncode == 0 and status.stdout.count("SUCCEEDED") == 2, status.stdout
-    for fold in (1, 2):
-        study = json.loads((storage.parent / "search" / "lj" / f"lj-fold{fold}.json").read_text())
-        assert study["complete"] and study["tests"][str(fold)]["clips"] == split_size(small_manifest, fold, "test")

@@ -1,8 +1,9 @@
 """Ray's token authentication, end to end (docs/reliability.md, "Ray's ports and token"): the project's default
 local Ray refuses jobs and clients that lack its token and serves those that carry it; a local search listens on
 loopback only and every port it opens checks the token (or serves only metrics); `ifdd search --address` and `ifdd
-launch` join a `ray start --head` that has token auth, and a missing or wrong token is one `error:` line before any
-work; the token never reaches an entrypoint, a log, a summary or MLflow."""
+launch` join a `ray start --head` that has token auth (the launch submits one Ray Job per fold, both SUCCEED, `launch
+--status` lists them), and a missing or wrong token is one `error:` line before any work; the token never reaches an
+entrypoint, a log, a summary or MLflow."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import ifdd_testkit.fixtures as _fx
 import pytest
+from ifdd_testkit.fixtures import split_size
 
 from . import faults_common as fc
 from . import ray_probe as probe
@@ -243,27 +245,36 @@ def test_search_and_launch_join_a_token_head_and_a_missing_or_wrong_token_is_ref
         assert "not-the-cluster-token" not in err
     assert not (tmp_path / "refused").exists()
 
-    # with the cluster's token (RAY_AUTH_TOKEN_PATH): a search joins the head, a launched 1-fold job succeeds
+    # with the cluster's token (RAY_AUTH_TOKEN_PATH): a search joins the head; a launch of folds 1-2 submits one
+    # Ray Job per fold (each an `ifdd search --folds k --share 2`), both succeed, and `launch --status` says so
     t0 = time.time()
     joined = subprocess.run([*search, "--runs", str(tmp_path / "joined")], env=ifdd_env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=900)
     assert joined.returncode == 0, joined.stdout[-3000:] + joined.stderr[-3000:]
     t1 = time.time()
+    launch[launch.index("--folds") + 1] = "1-2"
     launched = subprocess.run([*launch, "--runs", str(tmp_path / "launched"), "--wait"], env=ifdd_env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=900)
-    assert launched.returncode == 0 and "SUCCEEDED" in launched.stdout, launched.stdout[-3000:] + launched.stderr
-    print(f"\nsearch --address on the token head: {t1 - t0:.0f} s; 1-fold launch --wait: {time.time() - t1:.0f} s")
-    for root in ("joined", "launched"):
-        study = json.loads((tmp_path / root / "search" / "tk" / "tk-fold1.json").read_text())
-        assert study["complete"] and study["tests"]["1"]["clips"] > 0
+                              capture_output=True, text=True, timeout=1200)
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    assert launched.stdout.count("submitted ifdd-tk-fold") == 2, launched.stdout[-3000:]
+    print(f"\nsearch --address on the token head: {t1 - t0:.0f} s; 2-fold launch --wait: {time.time() - t1:.0f} s")
+    status = subprocess.run([*launch[:2], "--status", "--address", dashboard, "--runs", str(tmp_path / "launched")],
+                            env=ifdd_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and status.stdout.count("SUCCEEDED") == 2, status.stdout + status.stderr
+    for root, folds in (("joined", (1,)), ("launched", (1, 2))):
+        for fold in folds:
+            study = json.loads((tmp_path / root / "search" / "tk" / f"tk-fold{fold}.json").read_text())
+            assert study["complete"] and study["tests"][str(fold)]["clips"] == split_size(small_manifest, fold, "test")
 
     # the token is in no entrypoint, runtime environment, job log, output or written file
     client = JobSubmissionClient(dashboard, headers={"Authorization": f"Bearer {token}"})
     record = json.loads((tmp_path / "launched" / "launch" / "tk.json").read_text())
-    info = client.get_job_info(record[0]["job_id"])
-    shown = json.dumps({"entrypoint": info.entrypoint, "runtime_env": info.runtime_env, "metadata": info.metadata})
-    assert "RAY_AUTH" not in shown and token not in shown, shown
-    assert token not in client.get_job_logs(record[0]["job_id"])
+    assert len(record) == 2
+    for job in record:
+        info = client.get_job_info(job["job_id"])
+        shown = json.dumps({"entrypoint": info.entrypoint, "runtime_env": info.runtime_env, "metadata": info.metadata})
+        assert "RAY_AUTH" not in shown and token not in shown, shown
+        assert token not in client.get_job_logs(job["job_id"])
     for run in (joined, launched):
         assert token not in run.stdout + run.stderr
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".log"]
