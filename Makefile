@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow test-cluster test-all lint bench clean
+.PHONY: install demo test test-slow test-load test-cluster test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" --durations=10
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m "slow and not cluster" --durations=50 --durations-min=2
+	$(PY) -m pytest -q -m "slow and not cluster and not load" --durations=50 --durations-min=2
+
+# Tests whose point is size (not in CI; ~5 min on 2 cores): several concurrent fold searches on a multi-node cluster,
+# and every benchmark script end to end in its --quick mode (`make bench` runs them in full).
+test-load: $(STAMP)
+	$(PY) -m pytest -q -m "load" --durations=5
 
 # A real `ray up` over SSH to 127.0.0.1 (needs sshd, ssh, rsync). `ray down` is a machine-wide `ray stop`, so it runs
 # alone, in its own pytest process, holding /tmp/ifdd-ray.lock.

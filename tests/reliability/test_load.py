@@ -14,7 +14,7 @@ from ifdd_testkit.fixtures import split_size
 
 from . import faults_common as fc
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.load]
 FOLDS, TRIALS = 3, 2
 
 
