@@ -92,7 +92,7 @@ def test_summary_writes_tables_plots_and_marks_gpu_estimates(bench, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.load  # `make test-load`, not CI: every benchmark script end to end (~3 min, 6 Ray and torch processes)
+@pytest.mark.load  # `make test-load`, not CI: every benchmark script end to end (159 s on a 2-core box)
 @pytest.mark.ray
 @pytest.mark.timeout(1800)  # ~3 min on 2 quiet cores
 def test_every_bench_script_runs_in_quick_mode_and_logs_to_mlflow(tmp_path):

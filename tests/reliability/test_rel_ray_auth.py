@@ -230,7 +230,8 @@ def test_search_and_launch_join_a_token_head_and_a_missing_or_wrong_token_is_ref
     no_token = {k: v for k, v in ifdd_env.items() if k != "RAY_AUTH_TOKEN_PATH"} | {"HOME": str(tmp_path / "nohome")}
     wrong = {**no_token, "RAY_AUTH_TOKEN": "not-the-cluster-token"}
     search = [IFDD, "search", "--space", str(space), "--folds", "1", "--address", address]
-    launch = [IFDD, "launch", "--space", str(space), "--folds", "1", "--address", dashboard, "--working-dir", "none"]
+    launch = [IFDD, "launch", "--space", str(space), "--folds", "1-2", "--address", dashboard, "--working-dir",
+              "none"]
 
     # a missing or wrong token: one error line each, nothing written, nothing submitted
     looked = f"RAY_AUTH_TOKEN (unset), RAY_AUTH_TOKEN_PATH (unset), {tmp_path}/nohome/.ray/auth_token (absent or empty)"
@@ -252,7 +253,6 @@ def test_search_and_launch_join_a_token_head_and_a_missing_or_wrong_token_is_ref
                             capture_output=True, text=True, timeout=900)
     assert joined.returncode == 0, joined.stdout[-3000:] + joined.stderr[-3000:]
     t1 = time.time()
-    launch[launch.index("--folds") + 1] = "1-2"
     launched = subprocess.run([*launch, "--runs", str(tmp_path / "launched"), "--wait"], env=ifdd_env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=1200)
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
