@@ -17,7 +17,19 @@ def test_two_workers_equal_one_worker_after_one_step(tmp_path):
     out = tmp_path / "ddp.pt"
     mp.spawn(ddp_worker.run_rank, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
     ddp = torch.load(out, weights_only=True)
-    assert single.keys() == ddp.keys()
-    for k in single:
-        torch.testing.assert_close(ddp[k], single[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
-    assert sum(not torch.equal(single[k], initial[k]) for k in single) > 10  # the step really moved the weights
+    # DDP's contract: the averaged gradient of the two half batches is the full batch's gradient, to float32
+    # rounding (the largest gradient element is ~1; measured worst difference 7e-7).
+    assert single["grad"].keys() == ddp["grad"].keys() and len(single["grad"]) > 10
+    for k, g in single["grad"].items():
+        torch.testing.assert_close(ddp["grad"][k], g, rtol=1e-4, atol=2e-6, msg=lambda m, k=k: f"grad {k}: {m}")
+    # The same AdamW step on that gradient. Adam's first update is lr·g/(|g|+eps), so where |g| is near eps (1e-8)
+    # the weight moves by a rounding-dependent fraction of lr. Some gradients are exactly zero in exact arithmetic
+    # and float32 noise (~1e-9) in practice: a pooled key norm's bias shifts every key's score by the same amount,
+    # which the softmax ignores. Weights are compared where |g| > 1e-6 (100 eps); there they agree to ~1e-7.
+    assert single["state"].keys() == ddp["state"].keys()
+    for k, w in single["state"].items():
+        g = single["grad"].get(k)
+        where = torch.ones_like(w, dtype=torch.bool) if g is None else g.abs() > 1e-6
+        torch.testing.assert_close(ddp["state"][k][where], w[where], rtol=1e-4, atol=1e-6,
+                                   msg=lambda m, k=k: f"{k}: {m}")
+    assert sum(not torch.equal(single["state"][k], initial[k]) for k in initial) > 10  # the step moved the weights

@@ -19,9 +19,6 @@ from ifdd.model import build_model
 
 B = 4
 CFG = model_preset("tiny", head_dropout=0.0, drop_path=0.0, ladm_drop_path=0.0, linear_init="mvit")
-"""The tiny model with MViT's init: Adam's first step moves every weight by about ±lr whatever its gradient's size,
-so an element whose gradient is float32 noise (``linear_init: torch`` gives the tiny model a few, e.g. a pool norm
-bias) takes a sign that depends on the reduction order. MViT's init has none, so the comparison stays at rounding."""
 OPTIM = OptimConfig(lr=1e-3, warmup_epochs=0)
 
 
@@ -32,10 +29,13 @@ def _batch():
 
 
 def _one_step(model, batch, world):
+    """One product training step; returns the weights after it and the gradient it stepped on, by name."""
     opt = build_optimizer(model, OPTIM, B)
     sched = LRSchedule.from_config(opt, OPTIM, global_batch=B, epochs=1, steps_per_epoch=1)
     train_one_epoch(model, [batch], IFDDLoss(LossConfig(), 7), opt, sched, device="cpu")
-    return {k: v.detach().clone() for k, v in (model.module if world > 1 else model).state_dict().items()}
+    net = model.module if world > 1 else model
+    return {"state": {k: v.detach().clone() for k, v in net.state_dict().items()},
+            "grad": {k: p.grad.detach().clone() for k, p in net.named_parameters() if p.grad is not None}}
 
 
 def run_rank(rank, world, init_file, out):
