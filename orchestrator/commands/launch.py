@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "password is never sent: the cluster's nodes need PGPASSWORD or ~/.pgpass")
     p.add_argument("--status", action="store_true", help="list the jobs submitted from here and their state")
     p.add_argument("--wait", action="store_true", help="after submitting, wait until every job has finished")
+    p.add_argument("--no-register", dest="register", action="store_false",
+                   help="the fold jobs register no model versions (`ifdd search --no-register`)")
     p.set_defaults(func=run)
 
 
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         entry = (f"ifdd search --space {shlex.quote(args.space)} --folds {fold} --storage {shlex.quote(storage)} "
                  + (f"--runs {shlex.quote(job_runs)} " if job_runs else "") + f"--share {len(folds)} --resume"
                  + (f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else "")
-                 + (f" --optuna-storage {shlex.quote(args.optuna_storage)}" if args.optuna_storage else ""))
+                 + (f" --optuna-storage {shlex.quote(args.optuna_storage)}" if args.optuna_storage else "")
+                 + ("" if args.register else " --no-register"))
         job_id = submit_when_ready(client, args.address, entrypoint=entry, runtime_env=runtime_env,
                                    submission_id=f"ifdd-{space.name}-fold{fold}-{stamp}",
                                    metadata={"ifdd_space": space.name, "fold": str(fold)})

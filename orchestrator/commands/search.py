@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--share", type=int, default=1,
                    help="this study shares the cluster with SHARE-1 others (set by `ifdd launch`): plan trials for "
                         "1/SHARE of its CPUs or GPU slots")
+    p.add_argument("--no-register", dest="register", action="store_false",
+                   help="log every run to MLflow but register no model versions (no fold<k>/champion aliases): "
+                        "for exploratory searches whose winners are not for deployment; the checkpoints stay on "
+                        "disk. A study finished this way stays unregistered when a later --resume reuses it")
     add_output_args(p)
     add_verbose_arg(p)
     p.set_defaults(func=run)
@@ -68,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
     with console_session("search", out.logs_dir, verbose=args.verbose):
         space = dataclasses.replace(space, base=ensure_dataset(space.base, out))
         ok = run_search(space, out=out, uri=uri, optuna=optuna, resume=args.resume, fresh=args.fresh,
-                        address=args.address, num_cpus=args.num_cpus, share=args.share)
+                        address=args.address, num_cpus=args.num_cpus, share=args.share, register=args.register)
     return 0 if ok else 1

@@ -55,6 +55,8 @@ class SearchRun:
     tags: dict[str, str]
     """Tags of every run of this search: protocol, selection rule, strategy, git commit, manifest hash, dataset."""
     manifest_sha256: str
+    register: bool = True
+    """Register each fold's winner in the model registry (False: ``--no-register``)."""
 
     @property
     def model(self) -> str:
@@ -92,7 +94,7 @@ def runs_flag(out: Outputs) -> list[str]:
     return [] if default else ["--runs", str(out.root)]
 
 
-def open_search(space: SearchSpace, out: Outputs, uri: str, optuna: str) -> SearchRun:
+def open_search(space: SearchSpace, out: Outputs, uri: str, optuna: str, register: bool = True) -> SearchRun:
     """Create (under locks) the MLflow and Optuna schemas and the results folder; fails before any training when
     a store is unreachable."""
     paths = Paths(out, space.name, optuna)
@@ -111,7 +113,7 @@ def open_search(space: SearchSpace, out: Outputs, uri: str, optuna: str) -> Sear
             "ifdd.protocol": protocol_key(p.strategy, p.selection),
             "ifdd.protocol_label": label(p.strategy, p.selection),
             "ifdd.git_commit": git_commit(), "ifdd.manifest_sha256": sha[:16], "ifdd.dataset": dataset}
-    return SearchRun(space, out, paths, uri, tracker, dataset, tags, sha)
+    return SearchRun(space, out, paths, uri, tracker, dataset, tags, sha, register)
 
 
 def cluster_plan(space: SearchSpace, address: str | None, num_cpus: int | None, share: int = 1
@@ -121,11 +123,13 @@ def cluster_plan(space: SearchSpace, address: str | None, num_cpus: int | None, 
 
 
 def run_search(space: SearchSpace, *, out: Outputs, uri: str, optuna: str, resume: bool, fresh: bool,
-               address: str | None = None, num_cpus: int | None = None, share: int = 1) -> bool:
+               address: str | None = None, num_cpus: int | None = None, share: int = 1, register: bool = True
+               ) -> bool:
     """Run (or resume) every study of ``space``; True when all finished and the summary was written.
 
-    ``uri``/``optuna``: the checked tracking URI and Optuna storage (``tracking.stores.check_stores``)."""
-    run = open_search(space, out, uri, optuna)
+    ``uri``/``optuna``: the checked tracking URI and Optuna storage (``tracking.stores.check_stores``).
+    ``register``: register the fold winners (False: runs are logged, no model versions or aliases)."""
+    run = open_search(space, out, uri, optuna, register)
     plan, cluster = cluster_plan(space, address, num_cpus, share)
     print_header(space, cluster, plan, out)
     results, untracked = [], []
@@ -178,7 +182,7 @@ def run_or_reuse(run: SearchRun, study: str, folds: list[int], plan: TrialPlan, 
     res = run_study(run.space, study, folds, run.paths, plan, restore=mode == "restore", tracking=tracking,
                     fingerprint=fingerprint)
     payload = study_payload(res, run.space)
-    tracked = try_track(tracking, res, run.space, run.paths, run.model, payload, run.study_tags(folds))
+    tracked = try_track(tracking, res, run.space, run.paths, run.model, payload, run.study_tags(folds), run.register)
     write_json(run.paths.study_json(study), payload)
     print_study(res, run.space)
     return payload, tracked
@@ -193,7 +197,7 @@ def reuse_study(run: SearchRun, study: str, folds: list[int]) -> tuple[dict[str,
     # finished while the tracking store was down: log it now
     print(f"study {study}: logging it to MLflow now ({payload.pop('tracking_pending')})", flush=True)
     tracked = try_track(run.tracking(study, folds), result_from_payload(payload), run.space, run.paths, run.model,
-                        payload, run.study_tags(folds))
+                        payload, run.study_tags(folds), run.register)
     if tracked:
         write_json(path, payload)
     return payload, tracked
@@ -235,6 +239,9 @@ def print_outcome(run: SearchRun, summary: dict[str, Any]) -> None:
     elif reg["folds"]:
         print(f"registered {reg['model']}: aliases {aliases}; no champion alias: these versions were chosen on the "
               "test split (paper parity)")
+    elif not run.register:
+        print(f"no model registered (--no-register); each fold winner's checkpoint is named in "
+              f"{run.paths.results}/<study>.json")
     uri = run.uri
     if uri.startswith("http"):
         browse = mask_secrets(uri)

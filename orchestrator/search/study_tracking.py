@@ -19,14 +19,14 @@ from orchestrator.tracking.tune_callback import TrialTracking, reconcile, run_hi
 
 
 def try_track(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, model: str,
-              payload: dict[str, Any], tags: dict[str, str]) -> bool:
+              payload: dict[str, Any], tags: dict[str, str], register: bool = True) -> bool:
     """``track_study`` unless the tracking store is down: then the study's payload is marked ``tracking_pending``
     (its Ray results are kept as they are) and False is returned; ``--resume`` logs it once the store is back. A
     failure while the store answers its health check is a bug and is raised."""
     try:
         tracking.tracker.check()  # fails in seconds instead of MLflow's minutes of HTTP retries
         tracking.tracker.set_tags(tracking.parent()[1], tags)
-        track_study(tracking, res, space, paths, model, payload)
+        track_study(tracking, res, space, paths, model, payload, register)
         return True
     except Exception as e:  # noqa: BLE001 - decided below: an outage is recorded, anything else re-raised
         try:
@@ -41,9 +41,9 @@ def try_track(tracking: TrialTracking, res: StudyResult, space: SearchSpace, pat
 
 
 def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, paths: Paths, model: str,
-                payload: dict[str, Any]) -> None:
-    """Reconcile the trials' runs from their checkpoints, log the parent run, register the fold winners in
-    ``model`` (the registered model of this space and protocol)."""
+                payload: dict[str, Any], register: bool = True) -> None:
+    """Reconcile the trials' runs from their checkpoints, log the parent run, and unless ``register`` is False
+    register the fold winners in ``model`` (the registered model of this space and protocol)."""
     from ifdd.runconfig import with_overrides
 
     added = reconcile(tracking, res.trials, trial_histories(res, space, paths))
@@ -58,7 +58,7 @@ def track_study(tracking: TrialTracking, res: StudyResult, space: SearchSpace, p
         payload["plots"] = [str(p.relative_to(paths.results)) for p in plots]
         payload["plots_skipped"] = skipped
         write_json(paths.study_json(res.study), payload)
-    if res.complete and res.winners and res.tests:
+    if register and res.complete and res.winners and res.tests:
         checkpoints = {k: str(trial_checkpoint(w, res.study, k, res.folds, paths)) for k, w in res.winners.items()}
         versions = register_best(tracking, parent, res, cfgs, checkpoints, model, space)
         key = space.objective.metrics[0]

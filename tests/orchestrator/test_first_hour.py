@@ -209,7 +209,7 @@ def test_storage_alone_prints_hints_that_open_what_it_wrote(small_manifest, tmp_
     env = without_runs_env(ifdd_env)
     space = write_space(tmp_path / "st.yaml", small_manifest, budget={"num_samples": 1, "max_epochs": 1},
                         protocol={"folds": [1]})
-    done = ifdd(["search", "--space", space, "--storage", storage, "--verbose"], work, env)
+    done = ifdd(["search", "--space", space, "--storage", storage, "--verbose", "--no-register"], work, env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (storage / "search" / "st" / "st-fold1").is_dir() and not (storage.parent / "search").exists()
     assert (work / "runs" / "search" / "st" / "summary.json").is_file()

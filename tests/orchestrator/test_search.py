@@ -146,7 +146,8 @@ def test_cross_fold_chooses_each_fold_without_its_test_clips(small_manifest, tmp
     space = write_space(tmp_path / "cf.yaml", small_manifest, search={"loss.lambda_gc": {
         "type": "float", "low": 0.01, "high": 1.0, "log": True}}, budget={"num_samples": 2, "max_epochs": 1})
     storage = tmp_path / "runs" / "ray"
-    assert main(["search", "--space", str(space), "--strategy", "cross-fold", "--runs", str(storage.parent)]) == 0
+    assert main(["search", "--space", str(space), "--strategy", "cross-fold", "--runs", str(storage.parent),
+                 "--no-register"]) == 0
     out = capsys.readouterr().out
     assert "cross-fold summary (cross-fold nested (leave-fold-out selection)" in out
     study = json.loads((tmp_path / "runs" / "search" / "cf" / "cf-crossfold.json").read_text())
@@ -193,7 +194,7 @@ def test_multi_objective_reports_a_pareto_front(small_manifest, tmp_path, ray_lo
     space = write_space(tmp_path / "mo.yaml", small_manifest, objective={"metric": ["val_uar", "val_war"],
                                                                          "mode": ["max", "max"]},
                         budget={"num_samples": 2, "max_epochs": 1}, protocol={"folds": [1]})
-    assert main(["search", "--space", str(space), "--runs", str(tmp_path / "runs")]) == 0
+    assert main(["search", "--space", str(space), "--runs", str(tmp_path / "runs"), "--no-register"]) == 0
     study = json.loads((tmp_path / "runs" / "search" / "mo" / "mo-fold1.json").read_text())
     assert study["pareto"] and set(study["pareto"]) <= {t["trial_id"] for t in study["trials"]}
     assert "Pareto front (val_uar vs val_war)" in capsys.readouterr().out

@@ -39,7 +39,7 @@ def test_multi_node_search_packs_trials_by_gpu_count(small_manifest, tmp_path, c
         space = load_space(space_path)
         out = Outputs.resolve(str(tmp_path / "runs"))
         assert run_search(space, out=out, uri=out.default_tracking_uri, optuna=out.default_optuna, resume=False,
-                          fresh=False, address=cluster.address)
+                          fresh=False, address=cluster.address, register=False)
         out = capsys.readouterr().out
         assert "4 concurrent trial(s), each 1 worker(s)" in out and "× 1 GPU" in out
         study = json.loads((tmp_path / "runs" / "search" / "mn" / "mn-fold1.json").read_text())

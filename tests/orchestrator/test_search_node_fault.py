@@ -71,7 +71,8 @@ def test_worker_node_killed_mid_study_trials_resume_from_checkpoints(small_manif
         storage = tmp_path / "runs" / "ray"
         log = open(tmp_path / "search.log", "w")
         proc = subprocess.Popen([str(Path(sys.executable).parent / "ifdd"), "search", "--space", str(space),
-                                 "--runs", str(storage.parent), "--address", cluster.address], cwd=tmp_path,
+                                 "--runs", str(storage.parent), "--address", cluster.address, "--no-register"],
+                                cwd=tmp_path,
                                 env=ifdd_env, stdout=log, stderr=subprocess.STDOUT, text=True)
         trials = storage / "search" / "nf" / "trials"
         victim, deadline = None, time.time() + 400

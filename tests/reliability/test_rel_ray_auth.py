@@ -178,7 +178,7 @@ def test_a_local_search_listens_on_loopback_only_and_every_port_checks_the_token
     space = write_space(tmp_path / "ports.yaml", small_manifest, budget={"num_samples": 1, "max_epochs": 1},
                         protocol={"folds": [1]})
     runs = tmp_path / "runs"
-    proc = fc.Proc(["search", "--space", str(space), "--runs", str(runs)], tmp_path,
+    proc = fc.Proc(["search", "--space", str(space), "--runs", str(runs), "--no-register"], tmp_path,
                    {**ifdd_env, "HOME": str(tmp_path / "home")})
     rows: dict[tuple[str, int], dict] = {}
     token = None
@@ -229,9 +229,9 @@ def test_search_and_launch_join_a_token_head_and_a_missing_or_wrong_token_is_ref
                         protocol={"folds": [1]})
     no_token = {k: v for k, v in ifdd_env.items() if k != "RAY_AUTH_TOKEN_PATH"} | {"HOME": str(tmp_path / "nohome")}
     wrong = {**no_token, "RAY_AUTH_TOKEN": "not-the-cluster-token"}
-    search = [IFDD, "search", "--space", str(space), "--folds", "1", "--address", address]
+    search = [IFDD, "search", "--space", str(space), "--folds", "1", "--address", address, "--no-register"]
     launch = [IFDD, "launch", "--space", str(space), "--folds", "1-2", "--address", dashboard, "--working-dir",
-              "none"]
+              "none", "--no-register"]
 
     # a missing or wrong token: one error line each, nothing written, nothing submitted
     looked = f"RAY_AUTH_TOKEN (unset), RAY_AUTH_TOKEN_PATH (unset), {tmp_path}/nohome/.ray/auth_token (absent or empty)"

@@ -201,7 +201,7 @@ def _sigterm_search(space: Path, cwd: Path, env: dict[str, str], during_tune: bo
     processes in its tree, seconds until none was left)."""
     cwd.mkdir()
     runs = cwd / "runs"
-    argv = ["search", "--space", str(space), "--runs", str(runs)]
+    argv = ["search", "--space", str(space), "--runs", str(runs), "--no-register"]
     run = Detached(argv, cwd, env)
     if during_tune:
         run.wait_for(lambda: list(runs.glob("ray/search/*/trials/*/checkpoint_*")), 400, "a trial checkpoint")

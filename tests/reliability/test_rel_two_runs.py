@@ -36,9 +36,9 @@ def test_two_local_searches_side_by_side_both_finish_with_their_own_results(smal
                         protocol={"folds": [1]}, resources={"workers_per_trial": 1, "max_concurrent_trials": 1})
     roots = [tmp_path / "first", tmp_path / "second"]
     t0 = time.time()
-    first = fc.Proc(["search", "--space", str(space), "--runs", str(roots[0])], tmp_path, ifdd_env)
+    first = fc.Proc(["search", "--space", str(space), "--runs", str(roots[0]), "--no-register"], tmp_path, ifdd_env)
     time.sleep(20)
-    second = fc.Proc(["search", "--space", str(space), "--runs", str(roots[1])], tmp_path, ifdd_env)
+    second = fc.Proc(["search", "--space", str(space), "--runs", str(roots[1]), "--no-register"], tmp_path, ifdd_env)
     rcs = [first.wait(900), second.wait(900)]
     took = time.time() - t0
     print(f"\ntwo searches 20 s apart: both done {took:.0f} s after the first started; exits {rcs}")
@@ -58,4 +58,8 @@ def test_two_local_searches_side_by_side_both_finish_with_their_own_results(smal
         assert len(list((root / "ray" / "search" / "two" / "trials").iterdir())) == 2
         runs = _mlflow_runs(root / "mlflow.db")
         assert len(runs) == 3 and all(status == "FINISHED" for _, status in runs), runs  # 1 parent + 2 trials
+        # --no-register: the runs are logged, no model is registered, and the command says so
+        with sqlite3.connect(root / "mlflow.db") as con:
+            assert con.execute("SELECT COUNT(*) FROM registered_models").fetchone() == (0,)
+        assert "no model registered (--no-register)" in proc.out and "registered ifdd-" not in proc.out
     assert dashboards[0] != dashboards[1]  # two isolated Rays, not one joined by the other
