@@ -7,9 +7,10 @@ torch thread: a function trainable that trains the run config in-process with ``
 every trial from its object store. The space, base config and budget come from ``bench/search_space.yaml`` read by
 ``orchestrator/space.py`` (the same parser and Optuna distributions ``ifdd search`` uses):
 
-- TPE+ASHA: ``OptunaSearch`` (TPE, seeded) + ``ASHAScheduler(time_attr="epoch")`` with the space's grace period and
-  reduction factor, ``num_samples`` trials, at most ``max_epochs`` epochs each (``orchestrator/search.py``'s
-  ``make_tuner`` configuration; only the trainable differs: no Ray Train worker group, no checkpoints);
+- TPE+ASHA: ``OptunaSearch`` with ``tuner.tpe_sampler`` (TPE, seeded, the space's ``budget.n_startup_trials``) +
+  ``ASHAScheduler(time_attr="epoch")`` with the space's grace period and reduction factor, ``num_samples`` trials, at
+  most ``max_epochs`` epochs each (``orchestrator/search/tuner.py``'s ``make_tuner`` configuration; only the trainable
+  differs: no Ray Train worker group, no checkpoints);
 - random: ``OptunaSearch`` with Optuna's ``RandomSampler`` (seeded), FIFO, 2 × ``num_samples`` trials × ``max_epochs``.
 
 Every epoch report is timestamped; sorting all of an arm's reports by time gives the curve "best inner-val UAR seen so
@@ -24,6 +25,7 @@ final best (None if it never did), with ``ratio_vs_random_total`` (that / random
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -36,6 +38,7 @@ from bench_common import MemoryData, fit, machine, synthetic_memory, write_json 
 
 from ifdd.runconfig import with_overrides  # noqa: E402
 from orchestrator.search.space import SearchSpace, load_space  # noqa: E402
+from orchestrator.search.tuner import tpe_sampler  # noqa: E402
 
 SPACE = Path(__file__).resolve().parent / "search_space.yaml"
 
@@ -73,7 +76,8 @@ def run_arm(arm: str, space: SearchSpace, data: MemoryData, seed: int, storage: 
     from ifdd.config import to_dict
 
     if arm == "tpe_asha":
-        searcher = OptunaSearch(space=dists, metric="val_uar", mode="max", seed=seed)
+        searcher = OptunaSearch(space=dists, metric="val_uar", mode="max",
+                                sampler=tpe_sampler(dataclasses.replace(b, seed=seed)))
         scheduler = ASHAScheduler(time_attr="epoch", max_t=b.max_epochs, grace_period=b.grace_period,
                                   reduction_factor=b.reduction_factor)
         samples = b.num_samples

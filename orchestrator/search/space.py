@@ -144,11 +144,16 @@ class Budget:
     reduction_factor: int = 2
     seed: int = 0
     """Seeds the TPE sampler (the trials' own seeds come from base.train.seed)."""
+    n_startup_trials: int = 10
+    """Trials TPE samples at random before it models the results (Optuna's default, 10); the base config's trial
+    counts as one. A study of fewer trials than this is a random search."""
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "max_epochs", "grace_period"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.n_startup_trials < 0:
+            raise ValueError(f"n_startup_trials: must be >= 0, got {self.n_startup_trials}")
         if self.reduction_factor < 2:
             raise ValueError(f"reduction_factor: must be >= 2, got {self.reduction_factor}")
         if self.grace_period > self.max_epochs:

@@ -36,6 +36,13 @@ from orchestrator.search.trial import run_trial
 from orchestrator.tracking.tune_callback import MLflowTrialCallback, TrialTracking
 
 
+def tpe_sampler(budget):
+    """The study's TPE sampler: seeded, with the budget's random start-up trials (single or multi-objective)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=budget.seed, n_startup_trials=budget.n_startup_trials)
+
+
 def make_tuner(space: SearchSpace, study: str, folds: list[int], paths: Paths, plan: TrialPlan, *, restore: bool,
                callbacks: list | None = None):
     import optuna
@@ -55,7 +62,7 @@ def make_tuner(space: SearchSpace, study: str, folds: list[int], paths: Paths, p
                                       resume_errored=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher_kw = dict(space={p.path: p.distribution() for p in space.params}, study_name=study,
-                       storage=optuna.storages.RDBStorage(paths.optuna), seed=space.budget.seed,
+                       storage=optuna.storages.RDBStorage(paths.optuna), sampler=tpe_sampler(space.budget),
                        points_to_evaluate=[space.base_point()])
     if not space.params:  # nothing searched (e.g. paper parity): num_samples runs of the base config
         searcher = None

@@ -69,6 +69,8 @@ BAD = {
                                "search.model.split_ratio: the base value 0.5 is outside [0.25, 0.75] (step 0.2)"),
     "grace above max": (_with(budget={"num_samples": 2, "max_epochs": 2, "grace_period": 3}),
                         "budget.grace_period: 3 is above max_epochs"),
+    "negative start-up": (_with(budget={"num_samples": 2, "n_startup_trials": -1}),
+                          "budget.n_startup_trials: must be >= 0, got -1"),
     "fold out of range": (_with(protocol={"folds": [1, 6]}), "protocol.folds"),
     "bad base": (_with(**{"base/model/split_rato": 0.5}), "base.model.split_rato: unknown key"),
     "negative gpus": (_with(resources={"gpus_per_worker": -1}), "resources.gpus_per_worker: must be >= 0"),
@@ -134,3 +136,22 @@ def test_report_bad_inputs(tmp_path, capsys):
     assert "no finished search" in capsys.readouterr().err
     assert main(["ui", "--runs", str(tmp_path)]) == 2
     assert "mlflow.db: no tracking store yet" in capsys.readouterr().err
+
+
+def test_tpe_samples_at_random_for_exactly_the_budgets_start_up_trials():
+    """Same seed, start-up 3 vs 50: the first 3 trials are the same random draws, the 4th is TPE's own choice."""
+    import optuna
+
+    from orchestrator.search.space import Budget
+    from orchestrator.search.tuner import tpe_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def draws(n_startup: int) -> list[float]:
+        sampler = tpe_sampler(Budget(seed=4, n_startup_trials=n_startup))
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(lambda t: -(t.suggest_float("x", -10.0, 10.0) - 3.0) ** 2, n_trials=4)
+        return [t.params["x"] for t in study.trials]
+
+    tpe, random = draws(3), draws(50)
+    assert tpe[:3] == random[:3] and tpe[3] != random[3]
