@@ -24,8 +24,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow and not cluster and not load" --durations=50 --durations-min=2
 
-# Tests whose point is size (not in CI; ~5 min on 2 cores): several concurrent fold searches on a multi-node cluster,
-# and every benchmark script end to end in its --quick mode (`make bench` runs them in full).
+# Tests whose point is size (not in CI; ~15 min on 2 cores): several concurrent fold searches on a multi-node cluster,
+# every benchmark script end to end in its --quick mode (`make bench` runs them in full), and the default pretext
+# recipe from scratch (the init the package ships, docs/proxy.md).
 test-load: $(STAMP)
 	$(PY) -m pytest -q -m "load" --durations=5
 

@@ -23,6 +23,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ __all__ = ["PretextRecipe", "pretext_model_config", "default_recipe", "default_n
            "read_record", "CHECKPOINT", "RECORD"]
 
 CHECKPOINT, RECORD = "pretext.pt", "pretext.json"
+SHIPPED = Path(__file__).resolve().parent / "pretrained"
+"""Pretext inits shipped with the package, one folder per ``default_name`` (made by ``ifdd pretrain``; each
+folder's pretext.json says how): a first use copies the matching one instead of pretraining (docs/proxy.md)."""
 _ARCH_FIELDS = ("in_chans", "input_norm", "linear_init", "embed_dim", "num_heads", "stage_depths", "kv_stride",
                 "pool_kernel", "mlp_ratio")
 """ModelConfig fields that make the backbone: its tensors' shapes (clip length and size only resize rel-pos
@@ -269,16 +273,31 @@ def _exclusive(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_pretext(model: ModelConfig, recipe: PretextRecipe, out_dir: str | Path, *, force: bool = False,
-                   log: Callable[[str], None] = print) -> tuple[Path, dict[str, Any], bool]:
-    """``out_dir/pretext.pt``, pretrained now unless a finished one is there (and not ``force``).
+def shipped_init(name: str) -> Path | None:
+    """The shipped init folder named ``name`` (a ``default_name``), if the package has a finished one."""
+    folder = SHIPPED / name
+    return folder if read_record(folder) is not None else None
 
-    Returns (checkpoint path, record, whether it was created now). Concurrent callers for the same folder wait for
-    the first one instead of training twice.
+
+def ensure_pretext(model: ModelConfig, recipe: PretextRecipe, out_dir: str | Path, *, force: bool = False,
+                   seed_from: Path | None = None, log: Callable[[str], None] = print
+                   ) -> tuple[Path, dict[str, Any], bool]:
+    """``out_dir/pretext.pt``: a finished one already there (unless ``force``), else a copy of the finished init
+    in ``seed_from`` (a shipped one), else pretrained now. The copy's checksum is verified when it is loaded.
+
+    Returns (checkpoint path, record, whether it was pretrained now). Concurrent callers for the same folder wait
+    for the first one instead of training or copying twice.
     """
     out_dir = Path(out_dir)
     with _exclusive(out_dir.parent / f".{out_dir.name}.lock"):
         record = None if force else read_record(out_dir)
         if record is not None:
             return out_dir / CHECKPOINT, record, False
+        if not force and seed_from is not None and read_record(seed_from) is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in (CHECKPOINT, CHECKPOINT + ".sha256", RECORD):  # the record last: read_record needs all three
+                tmp = out_dir / f".{name}.tmp"
+                shutil.copyfile(seed_from / name, tmp)
+                tmp.replace(out_dir / name)
+            return out_dir / CHECKPOINT, read_record(out_dir), False
         return out_dir / CHECKPOINT, pretrain(model, recipe, out_dir, log=log), True

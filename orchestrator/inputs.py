@@ -68,16 +68,18 @@ def ensure_dataset(cfg: RunConfig, out: Outputs, *, quiet: bool = False) -> RunC
 
 
 def ensure_default_pretext(cfg: RunConfig, out: Outputs, *, quiet: bool = False) -> Path:
-    """The default pretext init of ``cfg.model`` under ``<runs>/pretrain/``, pretrained now if missing (minutes on
-    CPU for tiny); the same architecture and recipe reuse the same file."""
-    from ifdd.pretrain import default_name, default_recipe, ensure_pretext, read_record
+    """The default pretext init of ``cfg.model`` under ``<runs>/pretrain/``: reused when there, else copied from the
+    package's shipped init of the same architecture and recipe (tiny), else pretrained now (minutes on CPU)."""
+    from ifdd.pretrain import default_name, default_recipe, ensure_pretext, read_record, shipped_init
 
     recipe = default_recipe(cfg.model)
-    folder = out.pretrain_dir / default_name(cfg.model, recipe)
+    name = default_name(cfg.model, recipe)
+    folder, shipped = out.pretrain_dir / name, shipped_init(name)
     if not quiet and read_record(folder) is None:
-        print(f"default pretext init missing: pretraining the backbone on synthetic actions once into {folder} "
-              "(ifdd pretrain)", flush=True)
-    path, _, _ = ensure_pretext(cfg.model, recipe, folder, log=(lambda _m: None) if quiet else print)
+        print(f"default pretext init: copying the shipped {shipped} (made by `ifdd pretrain`; its pretext.json says "
+              f"how) into {folder}" if shipped else f"default pretext init missing: pretraining the backbone on "
+              f"synthetic actions once into {folder} (ifdd pretrain)", flush=True)
+    path, _, _ = ensure_pretext(cfg.model, recipe, folder, seed_from=shipped, log=(lambda _m: None) if quiet else print)
     return path
 
 

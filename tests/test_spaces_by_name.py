@@ -82,6 +82,10 @@ def test_a_non_editable_install_runs_the_demo_checks_from_any_folder(tmp_path):
                    check=True, capture_output=True, timeout=600, cwd=tmp_path)
     assert {p.name for p in (target / "orchestrator" / "search_spaces").glob("*.yaml")} == {
         p.name for p in (REPO / "search_spaces").glob("*.yaml")}
+    # the shipped pretext init too (checksum file and record beside it)
+    assert sorted(p.relative_to(target / "ifdd").as_posix() for p in (target / "ifdd" / "pretrained").rglob("*")
+                  if p.is_file()) == sorted(p.relative_to(REPO / "ifdd").as_posix()
+                                            for p in (REPO / "ifdd" / "pretrained").rglob("*") if p.is_file())
     # every package of the source tree was installed, and search_spaces/ as orchestrator.search_spaces
     assert _packages(target) == _packages(REPO) | {"orchestrator.search_spaces"}
     env = {**os.environ, "PYTHONPATH": str(target)}  # the installed copy comes before the checkout's editable one

@@ -16,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train the preset's backbone on synthetic actions (ifdd/data/pretext.py: 12 motion classes of "
                     "generic objects; fresh clips every epoch, none seen twice) until its held-out accuracy reaches "
                     "the recipe's target, and write pretext.pt (+ .sha256) and pretext.json under "
-                    "<runs>/pretrain/<name>/. The default recipe (about 3 minutes on 2 CPU cores for tiny) is the init "
-                    "`train.init_weights: pretext` creates on first use; an existing one is reused unless --force. "
+                    "<runs>/pretrain/<name>/. The default recipe (3-8 minutes on 2 CPU cores for tiny) is the init "
+                    "`train.init_weights: pretext` names; for tiny the package ships it (ifdd/pretrained/) and a "
+                    "first use copies that one, this command trains. An existing one is reused unless --force. "
                     "See docs/proxy.md.")
     p.add_argument("--preset", default="tiny", help=f"model preset: {', '.join(PRESETS)} (default tiny)")
     p.add_argument("--image-size", type=int, default=None, help="model image size (default: the preset's)")

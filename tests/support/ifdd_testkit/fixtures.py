@@ -1,7 +1,6 @@
 """Shared fixtures (a pytest plugin, loaded by tests/conftest.py): a small synthetic DFEW set (64², 16 frames), run
-configs and search spaces pointing at it, local Ray, a real Ray head, PostgreSQL, the tiny preset's default pretext
-init; and ``split_size``, the clip count of a split, for tests that check a count against the manifest instead of
-``> 0``."""
+configs and search spaces pointing at it, local Ray, a real Ray head, PostgreSQL; and ``split_size``, the clip count
+of a split, for tests that check a count against the manifest instead of ``> 0``."""
 
 from __future__ import annotations
 
@@ -20,19 +19,6 @@ def small_manifest(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dfew") / "DFEW"
     write_synthetic(root, clips_per_class=8, min_per_class=5, frames=16, size=64, seed=1, fmt="mp4", workers=2)
     return write_manifest(build_manifest(root, workers=2), root.parent / "manifest.parquet")
-
-
-@pytest.fixture(scope="session")
-def pretext_init(tmp_path_factory) -> Path:
-    """The folder of the tiny preset's default pretext init (``train.init_weights: pretext``), pretrained once per
-    test session by the product's own ``ensure_default_pretext`` (about 3 minutes on 2 cores). A test copies it to
-    ``<runs>/pretrain/<folder name>`` to fine-tune from it without pretraining again."""
-    from ifdd.runconfig import run_config_from_dict
-    from orchestrator.inputs import ensure_default_pretext
-    from orchestrator.outputs import Outputs
-
-    root = Outputs.resolve(str(tmp_path_factory.mktemp("pretext") / "runs"))
-    return ensure_default_pretext(run_config_from_dict({"model": {"preset": "tiny"}}), root, quiet=True).parent
 
 
 def split_size(manifest: Path, fold: int, role: str) -> int:
