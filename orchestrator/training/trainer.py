@@ -10,6 +10,7 @@ storage is local, and in the workers' restore in any case.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -68,10 +69,26 @@ def check_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> None:
                       "start it over with --fresh, or give this run another --name")
 
 
+@functools.cache
+def _trainer_class():
+    """``TorchTrainer`` without Train's Ray Data actor when the run passes no Ray Datasets (ours never does: each
+    worker reads its clips itself). Train V2 starts a ``DatasetManager`` actor per run whatever ``datasets`` holds; on
+    2 cores that process (it imports Ray Data) cost about 2 s of CPU per trial for nothing (docs/stack.md P22)."""
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks import DatasetsCallback
+
+    class Trainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            return callbacks if self.datasets else [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+
+    return Trainer
+
+
 def make_trainer(cfg: RunConfig, fold: int, *, name: str, storage: str, res: WorkerResources, selection: str = "val",
                  max_failures: int = 2, callbacks: list | None = None, backend: str = "auto"):
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
     from orchestrator.training.worker import train_loop_per_worker
 
@@ -80,10 +97,14 @@ def make_trainer(cfg: RunConfig, fold: int, *, name: str, storage: str, res: Wor
     # last checkpoint by FailureConfig either way. Set before the trainer exists: Train passes the variable on to
     # its controller. An explicit RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1 is respected.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # The controller polls its workers every 2 s by default, so a finished run (and each epoch's report to Tune)
+    # waits up to 2 s to be seen; 0.5 s costs a few small RPCs per second (docs/stack.md P22). Same rule: an
+    # explicit value is respected.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     fingerprint = fingerprint_of(cfg, fold, selection)
     if "://" not in storage:
         check_resumable(Path(storage) / name, fingerprint)
-    return TorchTrainer(
+    return _trainer_class()(
         train_loop_per_worker,
         train_loop_config={"run": to_dict(cfg), "fold": fold, "selection": selection, "threads": res.threads,
                            "label": name, "fingerprint": fingerprint},
