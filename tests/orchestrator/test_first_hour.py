@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ifdd_testkit.fixtures import TWO_AT_A_TIME
 
 from orchestrator.console import parse_epoch_line
 
@@ -68,7 +69,7 @@ def test_smoke_search_console_and_the_runs_round_trip(small_manifest, tmp_path, 
     plant_decoy(work / "runs", "fh")
     env = without_runs_env(ifdd_env)
     space = write_space(tmp_path / "fh.yaml", small_manifest, budget={"num_samples": 2, "max_epochs": 1},
-                        protocol={"folds": [1]})
+                        protocol={"folds": [1]}, resources=TWO_AT_A_TIME)
     done = ifdd(["search", "--space", space, "--runs", R], work, env)
     assert done.returncode == 0, done.stderr[-3000:]
     log_path = check_quiet_terminal(done, R, "fh-fold1", winner(R, "fh"))

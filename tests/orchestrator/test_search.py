@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ifdd_testkit.fixtures import no_pickle_loading, split_size
+from ifdd_testkit.fixtures import TWO_AT_A_TIME, no_pickle_loading, split_size
 
 from orchestrator.cli import main
 
@@ -17,12 +17,17 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_fold_wise_search_selects_on_inner_val_and_tests_once(small_manifest, tmp_path, ray_local, capsys,
                                                               write_space):
-    # 3 trials on 2 CPUs: the third starts after ASHA's first rung, which can stop it ("stopped")
-    space = write_space(tmp_path / "fw.yaml", small_manifest, budget={"num_samples": 3})
+    # 3 trials, 2 at a time on 2 CPUs (docs/stack.md P22): the third starts after ASHA's first rung, which can stop
+    # it ("stopped")
+    space = write_space(tmp_path / "fw.yaml", small_manifest, budget={"num_samples": 3}, resources=TWO_AT_A_TIME)
     storage = tmp_path / "runs" / "ray"
     assert main(["search", "--space", str(space), "--runs", str(storage.parent)]) == 0
     out = capsys.readouterr().out
     assert "fold-wise summary (fold-wise nested: each fold's config and checkpoint chosen on that fold's" in out
+    from ray.util.state import list_actors
+
+    started = {a.class_name for a in list_actors(limit=10000, raise_on_missing_output=False)}
+    assert "TrainController" in started and "DatasetManager" not in started, started  # docs/stack.md P22
     results = tmp_path / "runs" / "search" / "fw"
     summary = json.loads((results / "summary.json").read_text())
     assert [r["fold"] for r in summary["folds"]] == [1, 2] and summary["leakage"] == {"1": 0, "2": 0}
@@ -144,7 +149,8 @@ def test_cross_fold_chooses_each_fold_without_its_test_clips(small_manifest, tmp
     from ifdd.metrics import confusion_matrix, uar
 
     space = write_space(tmp_path / "cf.yaml", small_manifest, search={"loss.lambda_gc": {
-        "type": "float", "low": 0.01, "high": 1.0, "log": True}}, budget={"num_samples": 2, "max_epochs": 1})
+        "type": "float", "low": 0.01, "high": 1.0, "log": True}}, budget={"num_samples": 2, "max_epochs": 1},
+        resources=TWO_AT_A_TIME)
     storage = tmp_path / "runs" / "ray"
     assert main(["search", "--space", str(space), "--strategy", "cross-fold", "--runs", str(storage.parent),
                  "--no-register"]) == 0
@@ -193,7 +199,7 @@ def test_cross_fold_chooses_each_fold_without_its_test_clips(small_manifest, tmp
 def test_multi_objective_reports_a_pareto_front(small_manifest, tmp_path, ray_local, capsys, write_space):
     space = write_space(tmp_path / "mo.yaml", small_manifest, objective={"metric": ["val_uar", "val_war"],
                                                                          "mode": ["max", "max"]},
-                        budget={"num_samples": 2, "max_epochs": 1}, protocol={"folds": [1]})
+                        budget={"num_samples": 2, "max_epochs": 1}, protocol={"folds": [1]}, resources=TWO_AT_A_TIME)
     assert main(["search", "--space", str(space), "--runs", str(tmp_path / "runs"), "--no-register"]) == 0
     study = json.loads((tmp_path / "runs" / "search" / "mo" / "mo-fold1.json").read_text())
     assert study["pareto"] and set(study["pareto"]) <= {t["trial_id"] for t in study["trials"]}

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ifdd_testkit.fixtures import TWO_AT_A_TIME
 from ifdd_testkit.procio import LineReader
 
 from orchestrator.cli import main
@@ -40,7 +41,7 @@ def searched(small_manifest, tmp_path_factory, ray_local, write_space, ifdd_env)
     try:
         uri = f"http://127.0.0.1:{port}"
         space = write_space(root / "ui.yaml", small_manifest, protocol={"folds": [1]},
-                            budget={"num_samples": 2, "max_epochs": 2, "scheduler": "none"},
+                            budget={"num_samples": 2, "max_epochs": 2, "scheduler": "none"}, resources=TWO_AT_A_TIME,
                             search={"loss.lambda_gc": {"type": "float", "low": 0.01, "high": 1.0, "log": True}})
         assert main(["search", "--space", str(space), "--runs", str(root / "runs"), "--tracking-uri", uri]) == 0
         assert main(["report", "--runs", str(root / "runs"), "--experiment", "ui"]) == 0

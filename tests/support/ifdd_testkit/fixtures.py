@@ -170,6 +170,11 @@ def ray_head(tmp_path):
         current.unlink()
 
 
+TWO_AT_A_TIME = {"workers_per_trial": 1, "max_concurrent_trials": 2}
+"""``resources`` for a search whose trial order is not the point: two trials at a time overlap Ray's per-trial chain
+of process starts on 2 cores (docs/stack.md P22); the default space runs one trial with every core."""
+
+
 def _write_space(path: Path, manifest: Path, **sections) -> Path:
     doc = {
         "name": path.stem,
