@@ -244,9 +244,10 @@ def pretrain(model: ModelConfig, recipe: PretextRecipe, out_dir: str | Path, *,
 
 
 def default_recipe(model: ModelConfig, seed: int = 0) -> PretextRecipe:
-    """The recipe of a model's default init (``train.init_weights: pretext``): clips of half the model's frame side
-    (at least 16), the defaults of ``PretextRecipe`` otherwise."""
-    return PretextRecipe(size=max(16, model.image_size // 2), seed=seed)
+    """The recipe of a model's default init (``train.init_weights: pretext``): clips of half the model's frame side,
+    rounded down to the multiple of 32 every model needs (at least 32: a 32² or 64² model gets a 32² pretext, a 224²
+    one 96²), the defaults of ``PretextRecipe`` otherwise."""
+    return PretextRecipe(size=max(32, model.image_size // 2 // 32 * 32), seed=seed)
 
 
 def read_record(out_dir: str | Path) -> dict[str, Any] | None:

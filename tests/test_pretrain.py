@@ -13,7 +13,15 @@ import torch
 from ifdd.checkpoint import CheckpointError
 from ifdd.config import model_preset
 from ifdd.model import build_model
-from ifdd.pretrain import CHECKPOINT, RECORD, PretextRecipe, default_name, ensure_pretext
+from ifdd.pretrain import (
+    CHECKPOINT,
+    RECORD,
+    PretextRecipe,
+    default_name,
+    default_recipe,
+    ensure_pretext,
+    pretext_model_config,
+)
 from ifdd.weights import load_init_weights
 from orchestrator.cli import main
 
@@ -116,3 +124,16 @@ def test_training_ends_at_the_first_epoch_that_reaches_the_target(tmp_path):
 def test_bad_recipe_fields_are_refused(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         dataclasses.replace(SMALL, **{field: value})
+
+
+@pytest.mark.parametrize(("preset", "size", "pretext_size"), [("tiny", 32, 32), ("tiny", 64, 32), ("tiny", 128, 64),
+                                                              ("xs", 224, 96)])
+def test_default_recipe_is_a_buildable_clip_size_for_every_model_size(preset, size, pretext_size):
+    """Half the model's side, rounded down to a multiple of 32: a 32² model's default init is not a 16² one (which no
+    model can take), and a 32² and a 64² tiny model share one init."""
+    model = model_preset(preset, image_size=size)
+    recipe = default_recipe(model)
+    assert recipe.size == pretext_size
+    assert pretext_model_config(model, recipe).image_size == pretext_size  # builds (ModelConfig validates)
+    if preset == "tiny" and size <= 64:
+        assert default_name(model, recipe) == default_name(model_preset("tiny"), default_recipe(model_preset("tiny")))
