@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow test-load test-cluster test-all lint bench clean
+.PHONY: install demo test test-slow test-load test-cluster test-all lint bench bench-full clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,9 +41,13 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# Benchmarks and science checks (~30 min on 2 cores): JSON + summary.md under runs/bench/, MLflow experiment `bench`.
+# Benchmarks and science checks (under 30 min on 2 cores): JSON + summary.md under runs/bench/, MLflow experiment `bench`.
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# Every benchmark on its own defaults (hours on 2 cores; for a bigger machine): adds the xs kernel A/B and the full grid.
+bench-full: $(STAMP)
+	$(PY) bench/run_all.py --full
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

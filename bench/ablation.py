@@ -1,13 +1,20 @@
 """Ablation on the synthetic set: full IFDD vs no-ISSM vs no-LADM vs the baseline (both off), and a small
 split_ratio × lifting_depth grid, nested protocol, mean ± std test UAR/WAR per variant.
 
-Each run trains the tiny model in-process (``bench/bench_common.py`` ``fit``: ``ifdd.engine``, 8×64² decoded clips) on a
-fold's inner-train split, keeps the epoch with the best inner-val UAR, and evaluates that checkpoint once on the
-fold's test split: the reported test UAR/WAR are nested estimates, never best-on-test. Runs go to a pool of
+Each run fine-tunes the tiny model in-process (``bench/bench_common.py`` ``fit``: ``ifdd.engine``, 8×32² decoded
+clips) from the default pretext init (``--init scratch``: from the preset's own init) on a fold's inner-train split,
+keeps the epoch with the best inner-val UAR, and evaluates that checkpoint once on the fold's test split: the reported
+test UAR/WAR are nested estimates, never best-on-test. The pretext init holds backbone weights only (it is
+pretrained without ISSM and LADM, as Kinetics-400 weights are), so every variant starts from the same backbone and
+the IFDD modules start from their own init, as in the real study. Runs go to a pool of
 ``--procs`` spawned processes with one torch thread each. The switches are ``ModelConfig.use_issm`` / ``use_ladm``;
 a grid point the model cannot build (a lifting branch left with no temporal slot) is listed as infeasible, untrained.
+Each comparison of ``full`` with a variant is paired on (seed, fold): the mean and spread of the differences, how
+many pairs ``full`` won, a two-sided exact sign test (``ifdd search``'s own) and a two-sided Wilcoxon signed-rank test
+(scipy).
 
-    python bench/ablation.py [--seeds 0,1,2] [--folds 1,2,3,4,5] [--grid-seeds 0] [--grid-folds 1] [--epochs 6]
+    python bench/ablation.py [--seeds 0,1,2] [--folds 1,2,3,4,5] [--grid-seeds 0] [--grid-folds 1,2,3] [--epochs 3]
+                             [--init pretext|scratch]
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import BENCH_MODEL, MemoryData, fit, machine, synthetic_memory, write_json  # noqa: E402
+from bench_common import BENCH_MODEL, MemoryData, fit, machine, pretext_init, synthetic_memory, write_json  # noqa: E402
 
 from ifdd.runconfig import run_config_from_dict  # noqa: E402
 
@@ -48,12 +55,14 @@ def _init(workdir: str, clips_per_class: int) -> None:
 
 def _run(job: dict[str, Any]) -> dict[str, Any]:
     cfg = run_config_from_dict({**BASE, "model": {**BENCH_MODEL, **job["model"]},
-                                "train": {**BASE["train"], "epochs": job["epochs"], "seed": job["seed"]}})
+                                "train": {**BASE["train"], "epochs": job["epochs"], "seed": job["seed"],
+                                          "init_weights": job["init_weights"]}})
     t0 = time.perf_counter()
     out = fit(cfg, _DATA, job["fold"], selection="val")
     return {**job, "test_uar": out["test"]["uar"], "test_war": out["test"]["war"], "test_clips": out["test"]["clips"],
             "best_epoch": out["best"]["epoch"], "val_uar": out["best"]["val_uar"],
-            "val_uar_curve": [h["val_uar"] for h in out["history"]], "run_s": time.perf_counter() - t0}
+            "val_uar_curve": [h["val_uar"] for h in out["history"]], "loaded": out["init"],
+            "run_s": time.perf_counter() - t0}
 
 
 def _stats(vals: list[float]) -> tuple[float, float]:
@@ -77,21 +86,31 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def paired(runs: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
-    """Test-UAR difference a - b over the (seed, fold) pairs both ran: mean, std, wins."""
+    """Test-UAR difference a - b over the (seed, fold) pairs both ran: mean, std, wins, and two-sided p-values of
+    the exact sign test (ties dropped; ``ifdd search``'s winner-vs-base test) and the Wilcoxon signed-rank test (zero
+    differences dropped)."""
+    from scipy.stats import wilcoxon
+
+    from orchestrator.search.results import sign_test
+
     ra = {(r["seed"], r["fold"]): r["test_uar"] for r in runs if r["variant"] == a and "test_uar" in r}
     rb = {(r["seed"], r["fold"]): r["test_uar"] for r in runs if r["variant"] == b and "test_uar" in r}
     d = [ra[k] - rb[k] for k in sorted(ra.keys() & rb.keys())]
     if not d:
         return {}
     m, s = _stats(d)
-    return {"a": a, "b": b, "pairs": len(d), "mean_diff": m, "std_diff": s, "a_wins": sum(x > 0 for x in d)}
+    sign = sign_test(d)
+    wilcoxon_p = float(wilcoxon(d).pvalue) if any(d) else 1.0
+    return {"a": a, "b": b, "pairs": len(d), "mean_diff": m, "std_diff": s, "a_wins": sign["wins"],
+            "a_losses": sign["losses"], "sign_test_p": sign["p"], "wilcoxon_p": wilcoxon_p}
 
 
-def jobs(seeds: list[int], folds: list[int], grid_seeds: list[int], grid_folds: list[int], epochs: int
-         ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def jobs(seeds: list[int], folds: list[int], grid_seeds: list[int], grid_folds: list[int], epochs: int,
+         init_weights: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     todo, infeasible = [], []
+    run = {"epochs": epochs, "init_weights": init_weights}
     for name, model in MAIN.items():
-        todo += [{"variant": name, "group": "main", "model": model, "seed": s, "fold": f, "epochs": epochs}
+        todo += [{"variant": name, "group": "main", "model": model, "seed": s, "fold": f, **run}
                  for s in seeds for f in folds]
     for ratio, depth in GRID:
         name, model = f"ratio{ratio}_depth{depth}", {"split_ratio": ratio, "lifting_depth": depth}
@@ -100,7 +119,7 @@ def jobs(seeds: list[int], folds: list[int], grid_seeds: list[int], grid_folds: 
         except ValueError as e:
             infeasible.append({"variant": name, "group": "grid", "model": model, "infeasible": str(e)})
             continue
-        todo += [{"variant": name, "group": "grid", "model": model, "seed": s, "fold": f, "epochs": epochs}
+        todo += [{"variant": name, "group": "grid", "model": model, "seed": s, "fold": f, **run}
                  for s in grid_seeds for f in grid_folds]
     return todo, infeasible
 
@@ -115,7 +134,9 @@ def main() -> None:
     ap.add_argument("--folds", default="1,2,3,4,5")
     ap.add_argument("--grid-seeds", default="0,1,2")
     ap.add_argument("--grid-folds", default="1,2,3,4,5")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--init", choices=("pretext", "scratch"), default="pretext",
+                    help="the default pretext init (as ifdd search) or each preset's own init")
     ap.add_argument("--procs", type=int, default=2, help="parallel training processes (1 torch thread each)")
     ap.add_argument("--quick", action="store_true", help="1 seed, fold 1, 2 epochs, small set (a smoke run)")
     ap.add_argument("--workdir", default="runs/bench/work")
@@ -126,10 +147,11 @@ def main() -> None:
         args.seeds = args.grid_seeds = "0"
         args.folds = args.grid_folds = "1"
         args.epochs, cpc = 2, 5
-    todo, infeasible = jobs(ints(args.seeds), ints(args.folds), ints(args.grid_seeds), ints(args.grid_folds),
-                            args.epochs)
-    workdir = str(Path(args.workdir).resolve() / f"synth{cpc}")
     t0 = time.perf_counter()
+    weights, record = pretext_init(Path(args.workdir).resolve(), args.quick) if args.init == "pretext" else (None, None)
+    todo, infeasible = jobs(ints(args.seeds), ints(args.folds), ints(args.grid_seeds), ints(args.grid_folds),
+                            args.epochs, weights)
+    workdir = str(Path(args.workdir).resolve() / f"synth{cpc}")
     data = synthetic_memory(Path(workdir), clips_per_class=cpc)  # writes the tree once, before the pool reads it
     runs = []
     with ProcessPoolExecutor(args.procs, mp_context=get_context("spawn"), initializer=_init,
@@ -144,7 +166,8 @@ def main() -> None:
         "protocol": {"selection": "val (nested: checkpoint chosen on inner-val, test fold evaluated once)",
                      "main_seeds": ints(args.seeds), "main_folds": ints(args.folds),
                      "grid_seeds": ints(args.grid_seeds), "grid_folds": ints(args.grid_folds),
-                     "epochs": args.epochs, "base": BASE, "model": BENCH_MODEL},
+                     "epochs": args.epochs, "base": BASE, "model": BENCH_MODEL, "init": args.init,
+                     "init_weights": weights, "pretext_record": record},
         "table": summarise(runs),
         "paired": [p for p in (paired(runs, "full", v) for v in ("no_issm", "no_ladm", "baseline")) if p],
         "runs": runs, "wall_s": round(time.perf_counter() - t0, 1),

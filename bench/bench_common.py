@@ -34,15 +34,38 @@ from ifdd.pipeline import build_training
 from ifdd.runconfig import RunConfig
 from ifdd.weights import load_init_weights
 
-FRAMES, SIZE = 8, 64
-"""Clip shape the benchmarks train on: 8 of the 16 synthetic frames (uniform) at 64² (fused map 4×2²). Measured on
-this box, one core, batch 16: the tiny model trains at ~48 clips/s at 8×64² vs ~16 at 16×64² and ~140 at 8×32²;
-at 8×32² (718 clips, lr 6e-4) it memorised the training clips and stayed at chance on inner-val for 10 epochs,
-while at 8×64² the full model left chance at epoch 4-5, so 8×64² is the cheapest shape that learns the motion."""
+FRAMES, SIZE = 8, 32
+"""Clip shape the benchmarks train on: 8 of the 16 synthetic frames (uniform) at 32², the pretext init's own shape
+(``ifdd pretrain``'s default recipe). Measured on the 2-core box, one torch thread, fold 1 (517 inner-train clips),
+the full tiny IFDD from the pretext init: 3.2 s per epoch at 8×32² with inner-val UAR 0.545 / 0.649 / 0.699 over
+epochs 1-3 (test 0.799), against ~10 s per epoch at 8×64² for 0.596 / 0.671 / 0.679 (docs/proxy.md). From scratch
+the model stays near chance at either size (8×32²: it memorised the training clips over 10 epochs)."""
 SOURCE_SIZE, SOURCE_FRAMES = 64, 16
 BENCH_MODEL = {"preset": "tiny", "num_frames": FRAMES, "image_size": SIZE, "head_dropout": 0.0, "drop_path": 0.0,
                "ladm_drop_path": 0.0}
 """``model`` section of every benchmark run config (the tiny preset at the benchmark clip shape)."""
+
+
+def pretext_init(workdir: Path, quick: bool = False) -> tuple[str, dict[str, Any]]:
+    """(checkpoint path, record) of the benchmark model's default pretext init (``train.init_weights: pretext``)
+    under ``workdir/runs/pretrain/``, made or reused by ``orchestrator.inputs.ensure_default_pretext`` as for
+    ``ifdd search`` (the package ships it); with ``quick``, a one-epoch init of 64 clips instead (a pipeline check,
+    written beside it)."""
+    import dataclasses
+
+    from ifdd.pretrain import default_name, default_recipe, ensure_pretext, read_record
+    from ifdd.runconfig import run_config_from_dict
+    from orchestrator.inputs import ensure_default_pretext
+    from orchestrator.outputs import Outputs
+
+    cfg = run_config_from_dict({"model": BENCH_MODEL})
+    out = Outputs.resolve(str(workdir / "runs"))
+    if not quick:
+        path = ensure_default_pretext(cfg, out)
+        return str(path), read_record(path.parent)
+    recipe = dataclasses.replace(default_recipe(cfg.model), train_clips=64, val_clips=24, epochs=1, warmup_epochs=0)
+    path, record, _ = ensure_pretext(cfg.model, recipe, out.pretrain_dir / default_name(cfg.model, recipe))
+    return str(path), record
 
 
 @dataclass

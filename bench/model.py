@@ -17,7 +17,7 @@ Prints one JSON object (and writes it with ``--out``):
 - ``pool_conv_layouts``: one pooling conv (xs stage 0, q stride 1 and k/v stride 8) per ``pool_conv`` layout, fp32
   and bf16, forward and forward+backward (``--conv-only``: this section alone).
 
-    python bench/model.py [--threads N] [--quick] [--batch 2] [--conv-only] [--out runs/bench/model.json]
+    python bench/model.py [--threads N] [--quick] [--batch 2] [--conv-only | --no-kernels] [--out runs/bench/model.json]
 """
 
 from __future__ import annotations
@@ -240,6 +240,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="round-robin timing rounds (best kept)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--conv-only", action="store_true", help="only the pooling-conv layout section")
+    ap.add_argument("--no-kernels", action="store_true",
+                    help="leave out the xs kernel A/B and blocks 0-7 (most of the run: ~10 min on 2 cores)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -251,9 +253,10 @@ def main() -> None:
         # --quick leaves flex out: its first call compiles, 72 of the 107 s a cold --quick run took on 2 cores;
         # tests/test_attention_impl.py compiles it and checks it against the reference
         kernels = [k for k in KERNELS if not k[0].startswith("flex")] if args.quick else KERNELS
-        payload.update(results=ifdd_vs_baseline(args.quick),
-                       kernels=kernel_rows(preset, args.batch, iters, rounds, kernels),
-                       blocks_0_7=blocks_0_7(preset, args.batch, iters, rounds))
+        payload.update(results=ifdd_vs_baseline(args.quick))
+        if not args.no_kernels:
+            payload.update(kernels=kernel_rows(preset, args.batch, iters, rounds, kernels),
+                           blocks_0_7=blocks_0_7(preset, args.batch, iters, rounds))
     payload["pool_conv_layouts"] = conv_layouts(1 if args.quick else args.batch, 1 if args.quick else 2, rounds)
     text = json.dumps(payload, indent=2)
     print(text)

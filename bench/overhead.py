@@ -1,7 +1,7 @@
 """Orchestration overhead: a fold-wise ``ifdd search`` study with 1 and 2 concurrent trials vs the same trials run one
 after another by ``ifdd train``'s trainer in one process.
 
-Setup: the synthetic tree of ``bench/bench_common.py`` (718 clips) indexed and cached at 8×64² (Arrow cache, as ``ifdd
+Setup: the synthetic tree of ``bench/bench_common.py`` (718 clips) indexed and cached at 8×32² (Arrow cache, as ``ifdd
 data cache``), the tiny model at that shape, ``--trials`` trials of ``--epochs`` epochs of ``--steps`` optimizer steps
 (batch 16) on fold 1, one Ray Train worker (0.9 logical CPU, one torch thread) per trial, no pruning. The study
 runs through ``orchestrator.search.runner.run_search`` (Tune + Optuna + Ray Train + MLflow tracking + the selected

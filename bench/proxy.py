@@ -4,7 +4,7 @@ scratch (docs/proxy.md).
 The default pretext init of the benchmark model (``train.init_weights: pretext``: ``ifdd pretrain``'s default
 recipe) is made, or reused, under ``<workdir>/runs/pretrain/`` by ``orchestrator.inputs.ensure_default_pretext``, the
 function ``ifdd search`` calls. Then each init runs once per seed, in this process, through ``bench_common.fit``
-(``ifdd.engine.fit``). It trains on fold 1 of the decoded synthetic set (8×64²), uses the ablation's recipe, and picks
+(``ifdd.engine.fit``). It trains on fold 1 of the decoded synthetic set (8×32²), uses the ablation's recipe, and picks
 the epoch on inner-val UAR, whose weights are tested once. The inits:
 
 - ``pretext``: the full tiny IFDD from the pretext init;
@@ -28,32 +28,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ablation import BASE  # noqa: E402
-from bench_common import BENCH_MODEL, fit, machine, synthetic_memory, write_json  # noqa: E402
+from bench_common import BENCH_MODEL, fit, machine, pretext_init, synthetic_memory, write_json  # noqa: E402
 
 INITS = {"pretext": {}, "scratch": {"init_weights": None},
          "scratch_mvit": {"init_weights": None, "linear_init": "mvit"}}
 THRESHOLD = 0.30
 """Inner-val UAR counted as past chance (7 classes: chance 1/7 = 0.143)."""
-
-
-def pretext_init(workdir: Path, quick: bool) -> tuple[str, dict[str, Any]]:
-    """(checkpoint path, record) of the benchmark model's default pretext init under ``workdir/runs``; with
-    ``quick``, a one-epoch init of 64 clips instead (a pipeline check, written beside it)."""
-    import dataclasses
-
-    from ifdd.pretrain import default_name, default_recipe, ensure_pretext, read_record
-    from ifdd.runconfig import run_config_from_dict
-    from orchestrator.inputs import ensure_default_pretext
-    from orchestrator.outputs import Outputs
-
-    cfg = run_config_from_dict({"model": BENCH_MODEL})
-    out = Outputs.resolve(str(workdir / "runs"))
-    if not quick:
-        path = ensure_default_pretext(cfg, out)
-        return str(path), read_record(path.parent)
-    recipe = dataclasses.replace(default_recipe(cfg.model), train_clips=64, val_clips=24, epochs=1, warmup_epochs=0)
-    path, record, _ = ensure_pretext(cfg.model, recipe, out.pretrain_dir / default_name(cfg.model, recipe))
-    return str(path), record
 
 
 def run(init: str, seed: int, epochs: int, weights: str, data) -> dict[str, Any]:

@@ -1,12 +1,16 @@
 """`make bench`: every benchmark in turn, JSON under runs/bench/, then summary.md and the MLflow ``bench`` run.
 
-model.py, data.py and train.py print their JSON (saved as <name>.json); search.py, ablation.py and overhead.py
-write theirs. The budget below keeps the whole run near 30 minutes on 2 cores: the search runs 2 seeds and the
-ablation 1 seed × 5 folds (main variants) and fold 1 (grid); each script's own defaults are the full protocol
-(3 seeds × 5 folds), which takes several hours on 2 cores. Per-script and total wall times go to wall.json. A
-failing script is reported and the others still run; the exit status is 1 then.
+model.py, data.py and train.py print their JSON (saved as <name>.json); proxy.py, search.py, ablation.py and
+overhead.py write theirs. The budget below keeps the whole run under 30 minutes on 2 cores: the proxy's pretext vs
+scratch curves at 5 seeds, the search at 3 seeds × 20 trials per arm, the ablation's main variants at 3 seeds × 5
+folds and its split-ratio × lifting-depth grid at 1 seed × 3 folds, every run fine-tuned from the pretext init
+(the ablation's own defaults run the grid on all 5 folds and 3 seeds). Per-script and total wall times go to
+wall.json. A failing script is reported and the others still run; the exit status is 1 then.
 
-    python bench/run_all.py [--quick] [--dir runs/bench] [--no-mlflow]
+``--full`` (``make bench-full``, hours on 2 cores: for a bigger machine) runs every script on its own defaults
+instead: model.py's kernel A/B on xs, the ablation's grid at 3 seeds × 5 folds.
+
+    python bench/run_all.py [--quick | --full] [--dir runs/bench] [--no-mlflow]
 """
 
 from __future__ import annotations
@@ -43,36 +47,40 @@ def ray_lock(needed: bool):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 BUDGET = {
-    "search": ["--seeds", "0,1"],
-    "ablation": ["--seeds", "0", "--folds", "1,2,3,4,5", "--grid-seeds", "0", "--grid-folds", "1", "--epochs", "5"],
+    "model": ["--no-kernels"],
+    "proxy": ["--inits", "pretext,scratch"],
+    "search": [],
+    "ablation": ["--seeds", "0,1,2", "--folds", "1,2,3,4,5", "--grid-seeds", "0", "--grid-folds", "1,2,3"],
     "overhead": [],
 }
 QUICK = {"model": ["--quick"], "data": ["--clips-per-class", "1", "--seconds", "0.3"],
          "train": ["--epochs", "1", "--clips-per-class", "5"]}
+"""The --quick arguments of the scripts that do not take --quick alone."""
+PRINTS = ("model", "data", "train")
+"""Scripts that print their JSON (the others take --workdir and --out)."""
+
+
+def script_args(name: str, args, out: Path) -> list[str]:
+    mode = QUICK.get(name, ["--quick"]) if args.quick else [] if args.full else BUDGET.get(name, [])
+    return mode if name in PRINTS else mode + ["--workdir", str(out / "work"), "--out", str(out / f"{name}.json")]
 
 
 def run_group(group: tuple[str, ...], args, out: Path, env: dict[str, str], seconds: dict[str, float],
               failed: list[str], lock_wait: dict[str, float]) -> None:
     """Run ``group``'s scripts one after another (the Ray ones under ``ray_lock``), recording each one's wall time
     and whether it failed."""
-    work = str(out / "work")
     with ray_lock(any(name in RAY_SCRIPTS for name in group)) as waited:
         lock_wait[group[0]] = waited
         for name in group:
-            cmd = [sys.executable, str(HERE / f"{name}.py")]
-            if name in QUICK:
-                cmd += QUICK[name] if args.quick else []
-            else:
-                cmd += ["--quick"] if args.quick else BUDGET[name]
-                cmd += ["--workdir", work, "--out", str(out / f"{name}.json")]
+            cmd = [sys.executable, str(HERE / f"{name}.py"), *script_args(name, args, out)]
             t1 = time.perf_counter()
-            res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE if name in QUICK else None, text=True)
+            res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE if name in PRINTS else None, text=True)
             seconds[name] = round(time.perf_counter() - t1, 1)
             if res.returncode:
                 failed.append(name)
                 print(f"== bench/{name}.py FAILED (exit {res.returncode}) after {seconds[name]:.0f} s", flush=True)
                 continue
-            if name in QUICK:  # the JSON object is the output's last block (Ray prints worker logs before it)
+            if name in PRINTS:  # the JSON object is the output's last block (Ray prints worker logs before it)
                 text = res.stdout if res.stdout.startswith("{") else res.stdout[res.stdout.index("\n{") + 1:]
                 (out / f"{name}.json").write_text(text)
             print(f"== bench/{name}.py: {seconds[name]:.0f} s", flush=True)
@@ -83,19 +91,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="every script in its smoke mode (a pipeline check: two groups of scripts run side by side, "
                          "so its timings mean nothing)")
+    ap.add_argument("--full", action="store_true", help="every script on its own defaults (hours on 2 cores)")
     ap.add_argument("--dir", default="runs/bench")
     ap.add_argument("--runs", default="runs", help="the project's runs folder (MLflow store)")
     ap.add_argument("--no-mlflow", action="store_true")
     args = ap.parse_args()
+    if args.quick and args.full:
+        raise SystemExit("error: --quick and --full: choose one")
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0"}
     t0, seconds = time.perf_counter(), {}
     load = os.getloadavg()[0]
     failed, lock_wait = [], {}
-    groups = (("model", "data", "ablation"), RAY_SCRIPTS)
+    groups = (("model", "data", "proxy", "ablation"), RAY_SCRIPTS)
     if args.quick:  # a smoke run: two groups at once, balanced by their quick-mode times (overhead is the longest)
-        groups = (("model", "data", "ablation", "train", "search"), ("overhead",))
+        groups = (("model", "data", "proxy", "ablation", "train", "search"), ("overhead",))
         with concurrent.futures.ThreadPoolExecutor(len(groups)) as pool:
             for f in [pool.submit(run_group, g, args, out, env, seconds, failed, lock_wait) for g in groups]:
                 f.result()
@@ -104,7 +115,8 @@ def main() -> None:
             run_group(group, args, out, env, seconds, failed, lock_wait)
     (out / "wall.json").write_text(json.dumps({
         "wall_s": round(time.perf_counter() - t0 - sum(lock_wait.values()), 1), "per_script_s": seconds,
-        "lock_wait_s": {k: round(v, 1) for k, v in lock_wait.items() if v}, "failed": failed, "quick": args.quick,
+        "lock_wait_s": {k: round(v, 1) for k, v in lock_wait.items() if v}, "failed": failed,
+        "quick": args.quick, "full": args.full,
         "cpus": os.cpu_count(), "load_avg_1min_at_start": round(load, 2),
         "measured": "perf_counter around the whole run minus the time spent waiting for the Ray lock (the summary "
                     "step excluded); per script: perf_counter around its subprocess"}, indent=2))

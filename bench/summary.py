@@ -1,6 +1,6 @@
 """Markdown summary + plotly HTML plots of the benchmark JSONs under ``runs/bench/``, logged to MLflow (``bench``).
 
-Reads whichever of model/data/train/search/ablation/overhead/gpu.json exist, writes ``summary.md`` and
+Reads whichever of model/data/train/proxy/search/ablation/overhead/gpu.json exist, writes ``summary.md`` and
 ``plots/*.html`` next to them, and logs the JSONs, the summary and the plots as one run of the MLflow experiment
 ``bench`` in the project's default store (``orchestrator.outputs.Outputs``; artifacts under ``runs/mlartifacts``).
 Without ``gpu.json`` the GPU section gives expected figures from FLOP counts, marked as estimates.
@@ -56,26 +56,45 @@ def section_train(d: dict) -> list[str]:
     return out + [f"2 workers vs 1: clips/s × {d['two_vs_one_workers']['clips_per_s']}", ""]
 
 
+def section_proxy(d: dict) -> list[str]:
+    out = ["## The small-scale proxy: pretext init vs scratch (bench/proxy.py)", "",
+           f"Measured: {d['measured']}. {d['data']}; {d['epochs']} epochs; the pretext init took "
+           f"{d['pretext']['wall_s']:.0f} s to make or reuse ({d['pretext']['checkpoint']}).", ""]
+    rows = []
+    for r in d["runs"]:
+        c = r["val_uar"]
+        rows.append([r["init"], r["seed"], r["first_epoch_above"] or "never", c[1] if len(c) > 1 else None,
+                     c[4] if len(c) > 4 else None, " ".join(f"{v:.3f}" for v in c), r["test_uar"]])
+    out += _table(["init", "seed", f"first epoch with inner-val UAR > {d['threshold']}", "inner-val UAR epoch 2",
+                   "inner-val UAR epoch 5", "inner-val UAR per epoch", "test UAR (epoch chosen on inner-val)"], rows)
+    return out + ["Seeds past the threshold by epoch 2: " + "; ".join(
+        f"{init} {v['passed_by_epoch_2']}/{v['seeds']}" for init, v in d["summary"].items()) + ".", ""]
+
+
 def section_search(d: dict, plots: Path) -> list[str]:
     b = d["budget"]
     out = ["## Search efficiency (bench/search.py)", "",
-           f"Measured: {d['measured']}. {d['data']}. TPE+ASHA: {b['num_samples']} trials, ≤{b['max_epochs']} epochs, "
-           f"grace {b['grace_period']}, reduction ×{b['reduction_factor']}; random: {b['random_samples']} trials × "
-           f"{b['max_epochs']} epochs, no pruning; {b['max_concurrent_trials']} trials at a time. Optuna's TPE samples "
-           "at random for its first 10 trials (n_startup_trials), so with this few trials the TPE+ASHA arm's "
-           "saving comes from ASHA. Mapping to the real search: one epoch here is one inner-train epoch of the tiny "
-           "model at 8×64² in-process (≈10 s on one core); in `ifdd search` a trial is a Ray Train worker group "
-           "and the same Tune searcher/scheduler decide on the same per-epoch inner-val UAR, so the epoch counts "
-           "transfer, while the per-trial start-up cost is measured separately (overhead below).", ""]
+           f"Measured: {d['measured']}. {d['data']}, fine-tuned from the pretext init. Both arms start from the base "
+           f"config. TPE+ASHA: {b['num_samples']} trials, ≤{b['max_epochs']} epochs, grace {b['grace_period']}, "
+           f"reduction ×{b['reduction_factor']}, TPE's first {b['n_startup_trials']} trials random "
+           f"(n_startup_trials); random: {b['random_samples']} trials × {b['max_epochs']} epochs, no pruning; "
+           f"{b['max_concurrent_trials']} trials at a time. Mapping to the real search: one epoch here is one "
+           f"inner-train epoch of the tiny model in-process ({_f(d.get('epoch_s_mean'), 1)} s on one core, the mean "
+           "measured here); in `ifdd search` a trial is "
+           "a Ray Train worker group and the same Tune searcher and scheduler decide on the same per-epoch inner-val "
+           "UAR, so the epoch counts transfer, while the per-trial start-up cost is measured separately (overhead "
+           "below). The winners' test UAR: each arm's best inner-val trial re-trained with its config and seed, the "
+           "epoch chosen on inner-val, tested once.", ""]
     rows = [[s["seed"], s["random_best"], s["random_epochs"], s["random_epochs_to_best"], s["tpe_asha_best"],
              s["tpe_asha_epochs"], s["tpe_asha_stopped_early"], s["epochs_to_match"], s["ratio_vs_random_total"],
-             s["ratio_vs_random_reach"]] for s in d["seeds"]]
+             s["ratio_vs_random_reach"], _winner(s, "random"), _winner(s, "tpe_asha")] for s in d["seeds"]]
     out += _table(["seed", "random best val UAR", "random epochs", "random epochs to its best",
                    "TPE+ASHA best val UAR", "TPE+ASHA epochs", "trials stopped by ASHA",
-                   "TPE+ASHA epochs to reach random's best", "ratio vs random total", "ratio vs random's reach"], rows)
-    out += [f"Seeds where TPE+ASHA reached random search's best: {d['matched_seeds']}/{len(d['seeds'])}; mean "
-            f"epochs ratio (matched seeds, vs random's total epochs): {_f(d['ratio_vs_random_total_mean'])} "
-            "(target ≤ 0.333).", ""]
+                   "TPE+ASHA epochs to reach random's best", "ratio vs random total", "ratio vs random's reach",
+                   "random winner test UAR", "TPE+ASHA winner test UAR"], rows)
+    out += [f"Seeds where TPE+ASHA reached random search's best: {d['matched_seeds']}/{len(d['seeds'])}, within ⅓ "
+            f"of random's epochs: {d.get('matched_within_third', '–')}/{len(d['seeds'])} (target: 2 of 3); mean "
+            f"epochs ratio (matched seeds, vs random's total epochs): {_f(d['ratio_vs_random_total_mean'])}.", ""]
     try:
         import plotly.graph_objects as go
 
@@ -96,12 +115,17 @@ def section_search(d: dict, plots: Path) -> list[str]:
     return out
 
 
+def _winner(seed: dict, arm: str) -> float | None:
+    return seed.get("winners", {}).get(arm, {}).get("test_uar")
+
+
 def section_ablation(d: dict, plots: Path) -> list[str]:
     p = d["protocol"]
     out = ["## Ablation (bench/ablation.py)", "",
            f"Measured: {d['data']}; {p['selection']}. Main variants: seeds {p['main_seeds']} × folds "
-           f"{p['main_folds']}; grid: seeds {p['grid_seeds']} × folds {p['grid_folds']}; {p['epochs']} epochs each. "
-           "Test UAR/WAR are nested estimates (mean ± std over the runs).", ""]
+           f"{p['main_folds']}; grid: seeds {p['grid_seeds']} × folds {p['grid_folds']}; {p['epochs']} epochs each, "
+           f"from the {p.get('init', 'scratch')} init. Test UAR/WAR are nested estimates (mean ± std over the runs).",
+           ""]
     rows = []
     for t in d["table"]:
         if t.get("infeasible"):
@@ -119,9 +143,11 @@ def section_ablation(d: dict, plots: Path) -> list[str]:
                 "inner-val, i.e. were still improving when the budget ended: these are early-training figures "
                 "(the budget, not convergence), and single-run grid points carry no error bar.", ""]
     if d.get("paired"):
-        out += ["Paired test-UAR differences (same seed and fold):", ""]
-        out += _table(["a", "b", "pairs", "mean a−b", "std", "a better"],
-                      [[x["a"], x["b"], x["pairs"], x["mean_diff"], x["std_diff"], x["a_wins"]] for x in d["paired"]])
+        out += ["Paired test-UAR differences (same seed and fold; two-sided p-values, exact sign test without ties "
+                "and Wilcoxon signed-rank):", ""]
+        out += _table(["a", "b", "pairs", "mean a−b", "std", "a better", "a worse", "sign test p", "Wilcoxon p"],
+                      [[x["a"], x["b"], x["pairs"], x["mean_diff"], x["std_diff"], x["a_wins"], x.get("a_losses"),
+                        x.get("sign_test_p"), x.get("wilcoxon_p")] for x in d["paired"]])
     try:
         import plotly.graph_objects as go
 
@@ -217,8 +243,8 @@ def section_gpu(d: dict | None, flops: dict[str, float] | None) -> list[str]:
 def write_summary(bench: Path, flops: dict[str, float] | None = None) -> Path:
     plots = bench / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    load = {n: json.loads((bench / f"{n}.json").read_text()) for n in
-            ("model", "data", "train", "search", "ablation", "overhead", "gpu") if (bench / f"{n}.json").is_file()}
+    names = ("model", "data", "train", "proxy", "search", "ablation", "overhead", "gpu")
+    load = {n: json.loads((bench / f"{n}.json").read_text()) for n in names if (bench / f"{n}.json").is_file()}
     lines = ["# IFDD benchmarks", "", f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
              "bench/summary.py from the JSON files in this folder. Every figure below says how it was measured.", ""]
     if "wall.json" in {p.name for p in bench.iterdir()}:
@@ -226,7 +252,8 @@ def write_summary(bench: Path, flops: dict[str, float] | None = None) -> Path:
         lines += [f"`make bench` wall time: {w['wall_s']:.0f} s on {w.get('cpus', '?')} cores "
                   f"(load average at start {w.get('load_avg_1min_at_start', '?')}; other jobs may have shared the "
                   "CPUs).", ""]
-    sections = [("model", section_model), ("data", section_data), ("train", section_train)]
+    sections = [("model", section_model), ("data", section_data), ("train", section_train),
+                ("proxy", section_proxy)]
     for name, fn in sections:
         if name in load:
             lines += fn(load[name])
@@ -258,10 +285,14 @@ def log_mlflow(bench: Path, runs: Path) -> str:
         if p.stem == "search":
             metrics["search_ratio_vs_random_total_mean"] = d["ratio_vs_random_total_mean"]
             metrics["search_matched_seeds"] = d["matched_seeds"]
+            metrics["search_matched_within_third"] = d.get("matched_within_third", 0)
         elif p.stem == "ablation":
             for t in d["table"]:
                 if not t.get("infeasible"):
                     metrics[f"ablation_{t['variant']}_test_uar"] = t["test_uar_mean"]
+        elif p.stem == "proxy":
+            for init, v in d["summary"].items():
+                metrics[f"proxy_{init}_passed_by_epoch_2"] = v["passed_by_epoch_2"]
         elif p.stem == "overhead":
             for m in d["modes"]:
                 key = "train" if m["mode"].startswith("ifdd train") else f"search_c{m['concurrent']}"

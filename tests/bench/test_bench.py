@@ -61,7 +61,20 @@ def test_ablation_summary_and_paired_differences(bench):
     assert table["baseline"]["test_uar_std"] == pytest.approx(0.2828, abs=1e-4)
     assert table["ratio0.25_depth2"]["infeasible"]
     p = bench.ablation.paired(runs, "full", "baseline")
-    assert p["pairs"] == 2 and p["mean_diff"] == pytest.approx(0.0) and p["a_wins"] == 1
+    assert p["pairs"] == 2 and p["mean_diff"] == pytest.approx(0.0) and p["a_wins"] == 1 and p["a_losses"] == 1
+    assert p["sign_test_p"] == pytest.approx(1.0)
+
+
+def test_ablation_paired_tests_are_exact_two_sided(bench):
+    """6 pairs, all won: both exact tests give 2 / 2**6; a tie is dropped by the sign test, not counted a win."""
+    diffs = [0.05, 0.1, 0.02, 0.3, 0.07, 0.01]
+    runs = [{"variant": v, "seed": 0, "fold": f, "test_uar": 0.5 + (d if v == "full" else 0.0)}
+            for f, d in enumerate(diffs) for v in ("full", "no_ladm")]
+    p = bench.ablation.paired(runs, "full", "no_ladm")
+    assert p["a_wins"] == 6 and p["sign_test_p"] == pytest.approx(2 / 64) and p["wilcoxon_p"] == pytest.approx(2 / 64)
+    runs += [{"variant": v, "seed": 1, "fold": 0, "test_uar": 0.5} for v in ("full", "no_ladm")]
+    tied = bench.ablation.paired(runs, "full", "no_ladm")
+    assert tied["pairs"] == 7 and tied["a_wins"] == 6 and tied["sign_test_p"] == pytest.approx(2 / 64)
 
 
 def test_ablation_grid_marks_unbuildable_points_infeasible(bench):
@@ -74,9 +87,19 @@ def test_summary_writes_tables_plots_and_marks_gpu_estimates(bench, tmp_path):
     rnd, tpe = _events([0.2, 0.4], "r"), _events([0.4], "a")
     (tmp_path / "search.json").write_text(json.dumps({
         "measured": "inner-val UAR", "data": "fake", "matched_seeds": 1, "ratio_vs_random_total_mean": 0.5,
+        "matched_within_third": 0,
         "budget": {"num_samples": 1, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2, "random_samples": 2,
-                   "max_concurrent_trials": 1},
-        "seeds": [{"seed": 0, **bench.search.compare(tpe, rnd, 2)}]}))
+                   "n_startup_trials": 5, "max_concurrent_trials": 1},
+        "seeds": [{"seed": 0, **bench.search.compare(tpe, rnd, 2),
+                   "winners": {"random": {"test_uar": 0.6543}, "tpe_asha": {"test_uar": 0.5432}}}]}))
+    (tmp_path / "proxy.json").write_text(json.dumps({
+        "measured": "inner-val UAR per epoch", "data": "fake", "epochs": 5, "threshold": 0.3,
+        "pretext": {"wall_s": 1.0, "checkpoint": "init.pt"},
+        "summary": {"pretext": {"seeds": 1, "passed_by_epoch_2": 1}, "scratch": {"seeds": 1, "passed_by_epoch_2": 0}},
+        "runs": [{"init": "pretext", "seed": 0, "val_uar": [0.5, 0.6, 0.7, 0.7, 0.8], "first_epoch_above": 1,
+                  "test_uar": 0.75},
+                 {"init": "scratch", "seed": 0, "val_uar": [0.1, 0.2, 0.1, 0.2, 0.2], "first_epoch_above": None,
+                  "test_uar": 0.15}]}))
     (tmp_path / "ablation.json").write_text(json.dumps({
         "data": "fake", "protocol": {"selection": "val", "main_seeds": [0], "main_folds": [1], "grid_seeds": [0],
                                      "grid_folds": [1], "epochs": 2},
@@ -87,6 +110,9 @@ def test_summary_writes_tables_plots_and_marks_gpu_estimates(bench, tmp_path):
     path = bench.summary.write_summary(tmp_path, flops={"ifdd": 1e11, "baseline": 9e10})
     text = path.read_text()
     assert "0.432 ± 0.000" in text and "| 0 | 0.400 | 2 | 2 | 0.400 | 1 |" in text
+    assert "| 0.654 | 0.543 |" in text and "first 5 trials random" in text  # winners' test UAR, n_startup_trials
+    assert "| pretext | 0 | 1 | 0.600 | 0.800 |" in text and "| scratch | 0 | never | 0.200 | 0.200 |" in text
+    assert "pretext 1/1; scratch 0/1" in text
     assert "1234 s" in text and "Estimates, not measurements" in text
     assert (tmp_path / "plots" / "search_curve.html").is_file() and (tmp_path / "plots" / "ablation.html").is_file()
 
@@ -100,7 +126,7 @@ def test_every_bench_script_runs_in_quick_mode_and_logs_to_mlflow(tmp_path):
     subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--dir", str(tmp_path / "bench"),
                     "--runs", str(tmp_path / "runs")], env=env, check=True, timeout=1500)
     names = {p.stem for p in (tmp_path / "bench").glob("*.json")}
-    assert names >= {"model", "data", "train", "search", "ablation", "overhead", "wall"}
+    assert names >= {"model", "data", "train", "proxy", "search", "ablation", "overhead", "wall"}
     assert "## Orchestration overhead" in (tmp_path / "bench" / "summary.md").read_text()
     from mlflow.tracking import MlflowClient
 
