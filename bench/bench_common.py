@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import multiprocessing
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +170,31 @@ def fit(cfg: RunConfig, data: MemoryData, fold: int, *, selection: str = "val", 
                      device="cpu", num_classes=cfg.model.num_classes)
         out["test"] = {"uar": t["uar"], "war": t["war"], "clips": t["clips"]}
     return out
+
+
+_POOL_DATA: MemoryData | None = None
+
+
+def _pool_init(workdir: str, clips_per_class: int) -> None:
+    global _POOL_DATA
+    torch.set_num_threads(1)
+    _POOL_DATA = synthetic_memory(Path(workdir), clips_per_class=clips_per_class)
+
+
+def pool_data() -> MemoryData:
+    """The decoded set, in a process of ``map_in_pool``."""
+    if _POOL_DATA is None:
+        raise RuntimeError("pool_data(): only in a process started by map_in_pool")
+    return _POOL_DATA
+
+
+def map_in_pool(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Iterable[dict[str, Any]], workdir: Path,
+                clips_per_class: int, procs: int = 2) -> Iterator[dict[str, Any]]:
+    """``fn(job)`` for every job, in job order, in ``procs`` spawned processes of one torch thread each, each holding
+    the decoded set of ``synthetic_memory(workdir, clips_per_class)`` (written before, by the caller)."""
+    with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_init,
+                             initargs=(str(workdir), clips_per_class)) as pool:
+        yield from pool.map(fn, jobs)
 
 
 def machine() -> dict[str, Any]:

@@ -21,8 +21,13 @@ far vs epochs consumed so far" (an epoch of a stopped trial counts as consumed).
 curve, final best, total epochs, and ``epochs_to_match``: the epochs TPE+ASHA took to first reach random search's
 final best (None if it never did), with ``ratio_vs_random_total`` (that / random's total epochs) and
 ``ratio_vs_random_reach`` (that / the epochs random took to reach its own best). Each arm's winner (its best
-inner-val report) is then trained again in the driver, same config and seed, its epoch chosen on inner-val and
-tested once on fold 1's test clips: the nested test UAR of what each arm would deliver.
+inner-val report) is then trained again in the driver, same config and seed and one torch thread as in its trial (so
+it repeats the trial: ``refit_repeats_trial``; a trial ASHA stopped runs on to ``max_epochs`` here), its epoch chosen
+on inner-val and tested once on fold 1's test clips: the nested test UAR of what each arm would deliver.
+
+Trials reuse their Ray actor (``reuse_actors``), which ``ifdd search`` does not need (its trial is a Ray Train run):
+this saves the benchmark a process start per trial. The figures are epochs, not seconds, so this changes its wall
+time only.
 
     python bench/search.py [--seeds 0,1,2] [--quick] [--out runs/bench/search.json]
 """
@@ -99,7 +104,7 @@ def run_arm(arm: str, space: SearchSpace, data: MemoryData, seed: int, storage: 
                                                           fold=space.protocol.folds[0]), {"cpu": 1})
     tuner = ray.tune.Tuner(fn, tune_config=ray.tune.TuneConfig(
         metric="val_uar", mode="max", search_alg=searcher, scheduler=scheduler, num_samples=b.num_samples,
-        max_concurrent_trials=space.resources.max_concurrent_trials),
+        max_concurrent_trials=space.resources.max_concurrent_trials, reuse_actors=True),
         run_config=ray.tune.RunConfig(name=f"{arm}-seed{seed}", storage_path=str(storage), verbose=0))
     grid = tuner.fit()
     events = []
@@ -153,6 +158,7 @@ def winner_test(events: list[dict[str, Any]], base: dict[str, Any], data: Memory
     out = fit(cfg, data, fold, test=True)
     return {"trial": win["trial"], "params": win["params"], "trial_val_uar": win["val_uar"],
             "trial_epoch": win["epoch"], "refit_val_uar": out["best"]["val_uar"], "refit_epoch": out["best"]["epoch"],
+            "refit_repeats_trial": abs(out["best"]["val_uar"] - win["val_uar"]) < 1e-9,
             "test_uar": out["test"]["uar"], "test_war": out["test"]["war"], "test_clips": out["test"]["clips"]}
 
 
@@ -180,6 +186,7 @@ def main() -> None:
     import ray
     import torch
 
+    torch.set_num_threads(1)  # the refits: one thread, as in the trials, so that they repeat them exactly
     from orchestrator.ray_session import init_ray
 
     init_ray(None, num_cpus=os.cpu_count())
@@ -191,7 +198,6 @@ def main() -> None:
                 t1 = time.perf_counter()
                 arms[arm] = run_arm(arm, space, data, seed, work / "tune", base)
                 print(f"seed {seed} {arm}: {len(arms[arm])} epochs in {time.perf_counter() - t1:.0f} s", flush=True)
-            torch.set_num_threads(os.cpu_count() or 1)  # no trial runs now: the refits get every core
             for arm in arms:
                 winners[arm] = winner_test(arms[arm], base, data, space.protocol.folds[0])
                 print(f"seed {seed} {arm} winner: inner-val UAR {winners[arm]['trial_val_uar']:.3f}, nested test UAR "

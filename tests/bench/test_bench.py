@@ -75,6 +75,9 @@ def test_ablation_paired_tests_are_exact_two_sided(bench):
     runs += [{"variant": v, "seed": 1, "fold": 0, "test_uar": 0.5} for v in ("full", "no_ladm")]
     tied = bench.ablation.paired(runs, "full", "no_ladm")
     assert tied["pairs"] == 7 and tied["a_wins"] == 6 and tied["sign_test_p"] == pytest.approx(2 / 64)
+    # per fold, the two seeds of fold 0 are averaged into one pair (0.025): still 6 folds won of 6
+    assert tied["folds"]["pairs"] == 6 and tied["folds"]["a_wins"] == 6
+    assert tied["folds"]["mean_diff"] == pytest.approx((0.025 + sum(diffs[1:])) / 6)
 
 
 def test_ablation_grid_marks_unbuildable_points_infeasible(bench):
@@ -104,7 +107,10 @@ def test_summary_writes_tables_plots_and_marks_gpu_estimates(bench, tmp_path):
         "data": "fake", "protocol": {"selection": "val", "main_seeds": [0], "main_folds": [1], "grid_seeds": [0],
                                      "grid_folds": [1], "epochs": 2},
         "table": [{"variant": "full", "group": "main", "runs": 1, "test_uar_mean": 0.4321, "test_uar_std": 0.0,
-                   "test_war_mean": 0.5, "test_war_std": 0.0, "inner_val_uar_mean": 0.4, "best_epoch_mean": 2.0}],
+                   "test_war_mean": 0.5, "test_war_std": 0.0, "inner_val_uar_mean": 0.4, "best_epoch_mean": 2.0},
+                  {"variant": "ratio0.25_depth2", "group": "grid", "infeasible": "no slot"}],
+        "runs": [{"variant": "full", "seed": 0, "fold": f, "test_uar": u, "best_epoch": 2, "val_uar_curve": [0.3, 0.4]}
+                 for f, u in ((1, 0.4321), (2, 0.9))],
         "paired": []}))
     (tmp_path / "wall.json").write_text(json.dumps({"wall_s": 1234.0, "cpus": 2}))
     path = bench.summary.write_summary(tmp_path, flops={"ifdd": 1e11, "baseline": 9e10})
@@ -113,6 +119,8 @@ def test_summary_writes_tables_plots_and_marks_gpu_estimates(bench, tmp_path):
     assert "| 0.654 | 0.543 |" in text and "first 5 trials random" in text  # winners' test UAR, n_startup_trials
     assert "| pretext | 0 | 1 | 0.600 | 0.800 |" in text and "| scratch | 0 | never | 0.200 | 0.200 |" in text
     assert "pretext 1/1; scratch 0/1" in text
+    assert "2 of 2 runs selected their last epoch" in text
+    assert "folds [1] it scored test UAR 0.432 (1 runs)" in text  # the paper's grid point, on the grid's folds only
     assert "1234 s" in text and "Estimates, not measurements" in text
     assert (tmp_path / "plots" / "search_curve.html").is_file() and (tmp_path / "plots" / "ablation.html").is_file()
 
