@@ -38,10 +38,11 @@ from ifdd.weights import load_init_weights
 
 FRAMES, SIZE = 8, 32
 """Clip shape the benchmarks train on: 8 of the 16 synthetic frames (uniform) at 32², the pretext init's own shape
-(``ifdd pretrain``'s default recipe). Measured on the 2-core box, one torch thread, fold 1 (517 inner-train clips),
-the full tiny IFDD from the pretext init: 3.2 s per epoch at 8×32² with inner-val UAR 0.545 / 0.649 / 0.699 over
-epochs 1-3 (test 0.799), against ~10 s per epoch at 8×64² for 0.596 / 0.671 / 0.679 (docs/proxy.md). From scratch
-the model stays near chance at either size (8×32²: it memorised the training clips over 10 epochs)."""
+(``ifdd pretrain``'s default recipe). Measured in ``make bench`` on the 2-core box, one torch thread, fold 1 (517
+inner-train clips), the full tiny IFDD from the pretext init: about 2.3 s per epoch at 8×32² in a plain process
+(3.0 s inside a Tune trial), against about 10 s at 8×64², and as early a curve: inner-val UAR 0.38-0.55 at epoch 1
+over 5 seeds (0.55-0.61 at 8×64², docs/proxy.md). From scratch the model stays near chance at either size (8×32²:
+it memorised the training clips over 10 epochs)."""
 SOURCE_SIZE, SOURCE_FRAMES = 64, 16
 BENCH_MODEL = {"preset": "tiny", "num_frames": FRAMES, "image_size": SIZE, "head_dropout": 0.0, "drop_path": 0.0,
                "ladm_drop_path": 0.0}
