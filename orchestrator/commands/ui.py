@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.commands.options import add_runs_arg, outputs
@@ -70,30 +71,57 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{out.mlflow_db}: no tracking store yet; run `ifdd demo` or `ifdd search` first "
                                 "(or give the --runs they used)")
     env = {**os.environ, **NO_TELEMETRY, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(server_command(out, args.host, args.port, store), env=env, start_new_session=True)
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        if proc.poll() is not None:
-            print(f"error: mlflow server exited with code {proc.returncode} (port {args.port} in use?)",
-                  file=sys.stderr)
-            return 2
-        shown = mask_secrets(store) if store else out.mlflow_db
-        print(f"MLflow UI: {url}  (store {shown}; Ctrl-C stops it)", flush=True)
-        print("\n".join(runs_view_lines(url)), flush=True)
-        proc.wait()
-        return proc.returncode or 0
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (orchestrator/preempt.py)
+    with stop_requested() as stop:
+        proc = subprocess.Popen(server_command(out, args.host, args.port, store), env=env, start_new_session=True)
+        try:
+            return serve(proc, args.host, args.port, mask_secrets(store) if store else str(out.mlflow_db), stop)
+        finally:
+            stop_server(proc)
+            print("MLflow UI stopped", flush=True)
+
+
+def serve(proc: subprocess.Popen, host: str, port: int, shown: str, stop: StopFlag) -> int:
+    """Wait for the server, print its address and the runs views, then wait for a stop or for the server to exit."""
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not stop.requested:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    if stop.requested:
         return 0
+    if proc.poll() is not None:
+        print(f"error: mlflow server exited with code {proc.returncode} (port {port} in use?)", file=sys.stderr)
+        return 2
+    print(f"MLflow UI: {url}  (store {shown}; Ctrl-C stops it)", flush=True)
+    print("\n".join(runs_view_lines(url)), flush=True)
+    while proc.poll() is None and not stop.requested:
+        time.sleep(0.5)
+    return 0 if stop.requested else proc.returncode or 0
+
+
+@dataclass
+class StopFlag:
+    requested: bool = False
+
+    def __call__(self, signum, frame) -> None:
+        self.requested = True
+
+
+@contextlib.contextmanager
+def stop_requested():
+    """A flag that Ctrl-C sets (and SIGTERM, which orchestrator/preempt.py routes to this SIGINT handler) instead
+    of raising ``KeyboardInterrupt`` wherever the main thread happens to be: raised inside a library's code (an
+    import, a ``try/except Exception``), that exception can be turned into another one and swallowed, and the
+    command would then wait on its server forever. ``serve`` checks the flag where stopping is safe."""
+    stop = StopFlag()
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield stop
     finally:
-        stop_server(proc)
-        print("MLflow UI stopped", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def stop_server(proc: subprocess.Popen, timeout_s: float = 15) -> None:

@@ -20,6 +20,7 @@ from orchestrator.protocol import label, metric_name, selection_split
 from orchestrator.tracking.client import flatten
 from orchestrator.tracking.secrets import mask_secrets
 from orchestrator.tracking.tune_callback import TrialTracking
+from orchestrator.tracking.ui_links import RUNS_VIEW_KEY, SHARED_VIEW_TAG
 
 
 def confusion_png(confusion: list[list[int]], title: str, path: Path) -> Path:
@@ -51,10 +52,6 @@ def confusion_png(confusion: list[list[int]], title: str, path: Path) -> Path:
 
 NOTE_TAG = "mlflow.note.content"
 """The run's description in the MLflow UI (Markdown, shown on the run page and in the runs table's Description)."""
-RUNS_VIEW_KEY = "ifdd-runs"
-"""The experiment's saved runs-table view (MLflow UI's shared views: the experiment tag
-``mlflow.sharedViewState.<key>``, opened by ``?viewStateShareKey=<key>``): MLflow 3 shows no metric column by
-default, this view shows the study runs' test, base and selection metrics and their descriptions; `ifdd ui` links it."""
 RUNS_VIEW_COLUMNS = ["metrics.`test_uar`", "metrics.`test_war`", "metrics.`base_test_uar`", "metrics.`base_test_war`",
                      "metrics.`selected_val_uar`", "metrics.`selected_val_war`", "metrics.`selected_test_uar`",
                      "metrics.`selected_test_war`", "attributes.`Description`", "attributes.`Models`"]
@@ -65,7 +62,7 @@ def describe_study(tracker, exp: str, parent: str, res, space) -> None:
     import json
 
     tracker.client.set_tag(parent, NOTE_TAG, mask_secrets(study_note(res, space)))
-    tracker.client.set_experiment_tag(exp, f"mlflow.sharedViewState.{RUNS_VIEW_KEY}",
+    tracker.client.set_experiment_tag(exp, SHARED_VIEW_TAG.format(key=RUNS_VIEW_KEY),
                                       json.dumps({"selectedColumns": RUNS_VIEW_COLUMNS}))
 
 

@@ -1,5 +1,6 @@
 """Links into a running MLflow UI: the runs view of each experiment of its store (the page that lists a search's
-study runs with their metrics and descriptions)."""
+study runs with their metrics and descriptions). Standard library only: `ifdd ui` calls it while its server runs,
+and importing MLflow or Ray there would take seconds in which a Ctrl-C lands inside their import code."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import urllib.request
 
 RUNS_VIEW = "{url}/#/experiments/{id}/runs?workflowType=machine_learning"
 SHARED_VIEW_TAG = "mlflow.sharedViewState.{key}"
+RUNS_VIEW_KEY = "ifdd-runs"
+"""The experiment's saved runs-table view (MLflow UI's shared views: the experiment tag ``SHARED_VIEW_TAG``, opened by
+``?viewStateShareKey=<key>``): MLflow 3 shows no metric column by default; this view, which a search saves
+(orchestrator/tracking/study_runs.py ``describe_study``), shows the study runs' test, base and selection metrics and
+their descriptions."""
 
 
 def experiments(url: str, timeout: float = 10.0) -> list[dict]:
@@ -21,9 +27,7 @@ def experiments(url: str, timeout: float = 10.0) -> list[dict]:
 
 def runs_view_link(url: str, experiment: dict) -> str:
     """The experiment's runs view; with the metric columns and descriptions when a search saved that view
-    (orchestrator/tracking/study_runs.py ``RUNS_VIEW_KEY``)."""
-    from orchestrator.tracking.study_runs import RUNS_VIEW_KEY
-
+    (``RUNS_VIEW_KEY``)."""
     link = RUNS_VIEW.format(url=url, id=experiment["experiment_id"])
     tags = {t["key"] for t in experiment.get("tags", [])}
     return f"{link}&viewStateShareKey={RUNS_VIEW_KEY}" if SHARED_VIEW_TAG.format(key=RUNS_VIEW_KEY) in tags else link

@@ -129,7 +129,7 @@ def serving_ui(cwd: Path, env: dict, flags: list, runs: Path, experiment: str):
     yields the runs-view link it printed."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.tracking.study_runs import RUNS_VIEW_KEY
+    from orchestrator.tracking.ui_links import RUNS_VIEW_KEY
 
     port = free_port()
     proc = subprocess.Popen([IFDD, "ui", *map(str, flags), "--port", str(port)], cwd=cwd, env=env,

@@ -147,8 +147,9 @@ def test_ui_serves_a_postgres_backend_store_on_loopback(postgres, pg_dbs, tmp_pa
     proc = subprocess.Popen([IFDD, "ui", "--runs", str(runs), "--port", str(port), "--tracking-uri", ml],
                             env=postgres.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
+    reader = LineReader(proc.stdout, proc)
     try:
-        banner = LineReader(proc.stdout, proc).wait_for_line("MLflow UI: ", 120)
+        banner = reader.wait_for_line("MLflow UI: ", 120)
         assert f"http://127.0.0.1:{port}" in banner and f"store {ml};" in banner
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}",
                                     timeout=30) as r:
@@ -164,7 +165,10 @@ def test_ui_serves_a_postgres_backend_store_on_loopback(postgres, pg_dbs, tmp_pa
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            raise
+            raise AssertionError(f"ifdd ui still running 30 s after Ctrl-C:\n{reader.text[-3000:]}") from None
+    reader.join()
+    assert proc.returncode == 0 and reader.lines[-1] == "MLflow UI stopped\n", reader.text[-3000:]
+    assert "Traceback" not in reader.text, reader.text[-3000:]
     import socket
 
     with socket.socket() as s:
