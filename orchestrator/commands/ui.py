@@ -113,9 +113,10 @@ class StopFlag:
 @contextlib.contextmanager
 def stop_requested():
     """A flag that Ctrl-C sets (and SIGTERM, which orchestrator/preempt.py routes to this SIGINT handler) instead
-    of raising ``KeyboardInterrupt`` wherever the main thread happens to be: raised inside a library's code (an
-    import, a ``try/except Exception``), that exception can be turned into another one and swallowed, and the
-    command would then wait on its server forever. ``serve`` checks the flag where stopping is safe."""
+    of raising ``KeyboardInterrupt`` wherever the main thread happens to be. Raised inside a library's code, that
+    exception can be dropped (in a garbage-collection callback Python prints "Exception ignored in …") or turned
+    into another one that is caught, and the command would then wait on its server forever (docs/reliability.md,
+    "Stopping"). ``serve`` checks the flag where stopping is safe."""
     stop = StopFlag()
     previous = signal.signal(signal.SIGINT, stop)
     try:
